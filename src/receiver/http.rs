@@ -1,0 +1,235 @@
+//! OTLP/HTTP: `POST /v1/traces` and `/v1/logs`, protobuf or JSON, optional gzip, answered in kind.
+
+use super::{export_logs, export_traces, RETRY_AFTER_SECS};
+use crate::store::{StoreError, Writer};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use futures_util::StreamExt;
+use prost::Message;
+use serde::{de::DeserializeOwned, Serialize};
+use std::io::Read;
+
+#[derive(Clone)]
+struct HttpState {
+    writer: Writer,
+    max_bytes: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Protobuf,
+    Json,
+}
+
+impl Format {
+    fn content_type(self) -> &'static str {
+        match self {
+            Format::Protobuf => "application/x-protobuf",
+            Format::Json => "application/json",
+        }
+    }
+}
+
+/// `google.rpc.Status`, the body of every OTLP/HTTP error.
+#[derive(Clone, PartialEq, Message, Serialize)]
+pub struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    #[prost(string, tag = "2")]
+    pub message: String,
+}
+
+/// A refused request: HTTP status, gRPC code for the body, and what was wrong.
+struct Refusal {
+    status: StatusCode,
+    code: i32,
+    message: String,
+}
+
+const INVALID_ARGUMENT: i32 = 3;
+const RESOURCE_EXHAUSTED: i32 = 8;
+const UNAVAILABLE: i32 = 14;
+
+impl Refusal {
+    fn new(status: StatusCode, code: i32, message: impl Into<String>) -> Refusal {
+        Refusal {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn into_response(self, format: Format) -> Response {
+        let status = RpcStatus {
+            code: self.code,
+            message: self.message,
+        };
+        let mut resp = encode(format, &status, self.status);
+        if self.status == StatusCode::SERVICE_UNAVAILABLE || self.status == StatusCode::TOO_MANY_REQUESTS {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        resp
+    }
+}
+
+fn encode<T: Message + Serialize>(format: Format, msg: &T, status: StatusCode) -> Response {
+    let body = match format {
+        Format::Protobuf => msg.encode_to_vec(),
+        Format::Json => json_without_nulls(msg),
+    };
+    (status, [(header::CONTENT_TYPE, format.content_type())], body).into_response()
+}
+
+/// OTLP/JSON leaves unset fields out; serde would write `"partialSuccess": null`.
+fn json_without_nulls<T: Serialize>(msg: &T) -> Vec<u8> {
+    let mut value = serde_json::to_value(msg).unwrap_or_default();
+    if let Some(map) = value.as_object_mut() {
+        map.retain(|_, v| !v.is_null());
+    }
+    serde_json::to_vec(&value).unwrap_or_else(|_| b"{}".to_vec())
+}
+
+pub fn router(writer: Writer, max_bytes: usize) -> Router {
+    Router::new()
+        .route("/v1/traces", post(traces))
+        .route("/v1/logs", post(logs))
+        .with_state(HttpState { writer, max_bytes })
+}
+
+fn format_of(headers: &HeaderMap) -> Result<Format, Refusal> {
+    let raw = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media = raw.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    match media.as_str() {
+        "application/x-protobuf" | "application/protobuf" => Ok(Format::Protobuf),
+        "application/json" => Ok(Format::Json),
+        _ => Err(Refusal::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            INVALID_ARGUMENT,
+            format!("unsupported Content-Type {raw:?}: use application/x-protobuf or application/json"),
+        )),
+    }
+}
+
+fn too_large(max: usize) -> Refusal {
+    Refusal::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        RESOURCE_EXHAUSTED,
+        format!("request body exceeds the {max}-byte limit (after decompression)"),
+    )
+}
+
+/// Reads the body, never holding more than `max` bytes, before or after gzip.
+async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Vec<u8>, Refusal> {
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("identity")
+        .trim()
+        .to_ascii_lowercase();
+    if !matches!(encoding.as_str(), "identity" | "" | "gzip") {
+        return Err(Refusal::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            INVALID_ARGUMENT,
+            format!("unsupported Content-Encoding {encoding:?}: use gzip or none"),
+        ));
+    }
+    let mut raw = Vec::new();
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            Refusal::new(StatusCode::BAD_REQUEST, INVALID_ARGUMENT, format!("could not read the body: {e}"))
+        })?;
+        if raw.len() + chunk.len() > max {
+            return Err(too_large(max));
+        }
+        raw.extend_from_slice(&chunk);
+    }
+    if encoding != "gzip" {
+        return Ok(raw);
+    }
+    let mut inflated = Vec::new();
+    flate2::read::MultiGzDecoder::new(raw.as_slice())
+        .take(max as u64 + 1)
+        .read_to_end(&mut inflated)
+        .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, INVALID_ARGUMENT, format!("invalid gzip body: {e}")))?;
+    if inflated.len() > max {
+        return Err(too_large(max));
+    }
+    Ok(inflated)
+}
+
+fn decode<T: Message + Default + DeserializeOwned>(format: Format, bytes: &[u8], what: &str) -> Result<T, Refusal> {
+    match format {
+        Format::Protobuf => T::decode(bytes).map_err(|e| {
+            Refusal::new(StatusCode::BAD_REQUEST, INVALID_ARGUMENT, format!("invalid protobuf {what}: {e}"))
+        }),
+        Format::Json => serde_json::from_slice(bytes).map_err(|e| {
+            Refusal::new(StatusCode::BAD_REQUEST, INVALID_ARGUMENT, format!("invalid OTLP/JSON {what}: {e}"))
+        }),
+    }
+}
+
+fn store_refusal(err: StoreError) -> Refusal {
+    match err {
+        StoreError::Busy => Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            UNAVAILABLE,
+            "aotel's ingest queue is full; retry after the Retry-After delay",
+        ),
+        StoreError::Closed => Refusal::new(StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE, "aotel is shutting down"),
+        other => {
+            tracing::error!(error = %other, "export failed");
+            Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                UNAVAILABLE,
+                format!("could not store the data: {other}"),
+            )
+        }
+    }
+}
+
+/// The shared shape of both endpoints: negotiate, read, decode, store, answer in kind.
+async fn handle<Req, Resp, F, Fut>(s: HttpState, headers: HeaderMap, body: Body, what: &str, export: F) -> Response
+where
+    Req: Message + Default + DeserializeOwned,
+    Resp: Message + Serialize,
+    F: FnOnce(Writer, Req, usize) -> Fut,
+    Fut: std::future::Future<Output = Result<Resp, StoreError>>,
+{
+    let format = match format_of(&headers) {
+        Ok(f) => f,
+        Err(r) => return r.into_response(Format::Json),
+    };
+    let result = async {
+        let bytes = read_body(&headers, body, s.max_bytes).await?;
+        let req: Req = decode(format, &bytes, what)?;
+        export(s.writer.clone(), req, bytes.len()).await.map_err(store_refusal)
+    }
+    .await;
+    match result {
+        Ok(resp) => encode(format, &resp, StatusCode::OK),
+        Err(r) => r.into_response(format),
+    }
+}
+
+async fn traces(State(s): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
+    handle(s, headers, body, "ExportTraceServiceRequest", |w, req, n| async move {
+        export_traces(&w, req, n).await
+    })
+    .await
+}
+
+async fn logs(State(s): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
+    handle(s, headers, body, "ExportLogsServiceRequest", |w, req, n| async move {
+        export_logs(&w, req, n).await
+    })
+    .await
+}

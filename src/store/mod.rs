@@ -1,0 +1,231 @@
+//! The embedded SQLite store: one writer thread that group-commits, read-only connections for queries.
+
+mod read;
+pub mod schema;
+pub mod session;
+mod writer;
+
+pub use read::{to_resource_logs, to_resource_spans, Reader, SessionFilter, StoredLog, StoredSpan};
+pub use session::SessionRow;
+pub use writer::{Receipt, Writer};
+
+use crate::model::facts::{LogFacts, SpanFacts};
+use crate::model::{ids, LogRecord, Span};
+use rusqlite::Connection;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("the ingest queue is full; retry later")]
+    Busy,
+    #[error("the store is shutting down")]
+    Closed,
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("database {path} has schema version {found}, newer than this build understands ({known})")]
+    TooNew { path: PathBuf, found: usize, known: usize },
+    #[error("background task failed: {0}")]
+    Join(String),
+}
+
+/// SQLite's `synchronous` level for the write connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// WAL + `synchronous=NORMAL`: a commit survives the process being killed; a power cut may lose the
+    /// last transactions (never corrupts the file).
+    #[default]
+    Normal,
+    /// WAL + `synchronous=FULL`: every acknowledged commit also survives a power cut, at some throughput.
+    Full,
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "normal" => Ok(Durability::Normal),
+            "full" => Ok(Durability::Full),
+            other => Err(format!("unknown durability {other:?}: expected normal or full")),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub durability: Durability,
+    /// Bytes of requests that may wait for the writer before ingest answers "busy".
+    pub queue_bytes: usize,
+    /// Requests that may wait for the writer.
+    pub queue_requests: usize,
+    /// String and bytes attribute values longer than this are cut (and marked).
+    pub max_attribute_bytes: usize,
+    /// Commits the live hub may lag behind before a slow subscriber misses updates.
+    pub live_buffer: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            durability: Durability::Normal,
+            queue_bytes: 256 << 20,
+            queue_requests: 4096,
+            max_attribute_bytes: 256 << 10,
+            live_buffer: 1024,
+        }
+    }
+}
+
+/// An open store: the writer handle, readers, and the writer thread to wait for on close.
+pub struct Store {
+    pub writer: Writer,
+    pub reader: Reader,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Store {
+    /// Commits everything accepted so far and waits for the writer thread to finish.
+    pub async fn close(self) -> Result<(), StoreError> {
+        self.writer.stop().await;
+        drop(self.writer);
+        let thread = self.thread;
+        tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .map_err(|e| StoreError::Join(e.to_string()))?
+            .map_err(|_| StoreError::Join("the writer thread panicked".into()))
+    }
+}
+
+/// Opens (creating and migrating as needed) the database and starts the writer thread.
+pub fn open(path: &Path, opts: &StoreOptions) -> Result<Store, StoreError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    let sync = match opts.durability {
+        Durability::Normal => "NORMAL",
+        Durability::Full => "FULL",
+    };
+    conn.pragma_update(None, "synchronous", sync)?;
+    conn.pragma_update(None, "cache_size", -65536)?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    let found = schema::version(&conn)?;
+    if found > schema::MIGRATIONS.len() {
+        return Err(StoreError::TooNew {
+            path: path.to_path_buf(),
+            found,
+            known: schema::MIGRATIONS.len(),
+        });
+    }
+    schema::migrate(&mut conn)?;
+    let reader = Reader::new(path.to_path_buf());
+    let (writer, thread) = writer::spawn(conn, opts)?;
+    Ok(Store {
+        writer,
+        reader,
+        thread,
+    })
+}
+
+/// What one commit changed, for the live view. Built only while someone listens.
+#[derive(Debug, Clone, Serialize)]
+pub struct Committed {
+    pub sessions: Vec<SessionRow>,
+    pub spans: Vec<SpanSummary>,
+    pub logs: Vec<LogSummary>,
+}
+
+/// A span as lists and waterfalls show it, without its attributes.
+#[derive(Debug, Clone, Serialize)]
+pub struct SpanSummary {
+    pub seq: i64,
+    pub session: String,
+    pub trace_id: String,
+    pub span_id: String,
+    pub parent_span_id: Option<String>,
+    pub name: String,
+    pub kind: i32,
+    pub start_unix_nano: String,
+    pub end_unix_nano: String,
+    pub duration_ms: f64,
+    pub status: &'static str,
+    pub service: String,
+    pub operation: Option<&'static str>,
+    pub tool: Option<String>,
+    pub agent: Option<String>,
+    pub model: Option<String>,
+    pub in_progress: bool,
+}
+
+pub fn status_name(code: i32) -> &'static str {
+    match code {
+        1 => "ok",
+        2 => "error",
+        _ => "unset",
+    }
+}
+
+impl SpanSummary {
+    pub fn new(seq: i64, span: &Span, f: &SpanFacts) -> SpanSummary {
+        SpanSummary {
+            seq,
+            session: f.session.clone(),
+            trace_id: ids::to_hex(&span.trace_id),
+            span_id: ids::to_hex(&span.span_id),
+            parent_span_id: (!span.parent_span_id.is_empty()).then(|| ids::to_hex(&span.parent_span_id)),
+            name: span.name.clone(),
+            kind: span.kind,
+            start_unix_nano: span.start_time_unix_nano.to_string(),
+            end_unix_nano: span.end_time_unix_nano.to_string(),
+            duration_ms: span.end_time_unix_nano.saturating_sub(span.start_time_unix_nano) as f64 / 1e6,
+            status: status_name(span.status.as_ref().map(|s| s.code).unwrap_or(0)),
+            service: f.service.clone(),
+            operation: f.operation,
+            tool: f.tool.clone(),
+            agent: f.agent.clone(),
+            model: f.model.clone(),
+            in_progress: f.in_progress,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LogSummary {
+    pub seq: i64,
+    pub session: Option<String>,
+    pub time_unix_nano: String,
+    pub trace_id: Option<String>,
+    pub span_id: Option<String>,
+    pub severity_number: i32,
+    pub severity_text: String,
+    pub event_name: Option<String>,
+    pub service: String,
+    pub body: serde_json::Value,
+}
+
+impl LogSummary {
+    pub fn new(seq: i64, log: &LogRecord, f: &LogFacts, service: &str) -> LogSummary {
+        let time = if log.time_unix_nano > 0 {
+            log.time_unix_nano
+        } else {
+            log.observed_time_unix_nano
+        };
+        LogSummary {
+            seq,
+            session: f.session.clone(),
+            time_unix_nano: time.to_string(),
+            trace_id: (!log.trace_id.is_empty()).then(|| ids::to_hex(&log.trace_id)),
+            span_id: (!log.span_id.is_empty()).then(|| ids::to_hex(&log.span_id)),
+            severity_number: log.severity_number,
+            severity_text: log.severity_text.clone(),
+            event_name: f.event_name.clone(),
+            service: service.to_string(),
+            body: crate::model::attrs::to_json(log.body.as_ref()),
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! The SQLite schema as numbered migrations; `PRAGMA user_version` records how far a file has come.
+
+use rusqlite::Connection;
+
+/// Each entry moves the schema one version up; never edit a released entry, append a new one.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: spans, logs, sessions and the interned resources and scopes they point at.
+    r#"
+    CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    CREATE TABLE resources(
+        id INTEGER PRIMARY KEY,
+        hash BLOB NOT NULL UNIQUE,
+        service TEXT NOT NULL,
+        schema_url TEXT NOT NULL,
+        body BLOB NOT NULL
+    );
+    CREATE TABLE scopes(
+        id INTEGER PRIMARY KEY,
+        hash BLOB NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        version TEXT NOT NULL,
+        schema_url TEXT NOT NULL,
+        body BLOB NOT NULL
+    );
+    CREATE TABLE spans(
+        seq INTEGER PRIMARY KEY,
+        trace_id BLOB NOT NULL,
+        span_id BLOB NOT NULL,
+        parent_span_id BLOB,
+        session TEXT NOT NULL,
+        name TEXT NOT NULL,
+        kind INTEGER NOT NULL,
+        start_ns INTEGER NOT NULL,
+        end_ns INTEGER NOT NULL,
+        status INTEGER NOT NULL,
+        service TEXT NOT NULL,
+        operation TEXT,
+        tool TEXT,
+        agent TEXT,
+        model TEXT,
+        flags INTEGER NOT NULL,
+        input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        cache_read_tokens INTEGER NOT NULL,
+        cache_creation_tokens INTEGER NOT NULL,
+        cost_usd REAL NOT NULL,
+        resource_id INTEGER NOT NULL,
+        scope_id INTEGER NOT NULL,
+        body BLOB NOT NULL
+    );
+    CREATE UNIQUE INDEX spans_by_id ON spans(trace_id, span_id);
+    CREATE INDEX spans_by_session ON spans(session, start_ns);
+    CREATE INDEX spans_by_service ON spans(service, start_ns);
+    CREATE INDEX spans_by_start ON spans(start_ns);
+    CREATE INDEX spans_by_tool ON spans(tool, start_ns) WHERE tool IS NOT NULL;
+    CREATE TABLE logs(
+        seq INTEGER PRIMARY KEY,
+        hash BLOB NOT NULL,
+        time_ns INTEGER NOT NULL,
+        trace_id BLOB,
+        span_id BLOB,
+        session TEXT,
+        severity INTEGER NOT NULL,
+        event_name TEXT,
+        service TEXT NOT NULL,
+        resource_id INTEGER NOT NULL,
+        scope_id INTEGER NOT NULL,
+        body BLOB NOT NULL
+    );
+    CREATE UNIQUE INDEX logs_by_hash ON logs(hash);
+    CREATE INDEX logs_by_session ON logs(session, time_ns) WHERE session IS NOT NULL;
+    CREATE INDEX logs_by_trace ON logs(trace_id) WHERE trace_id IS NOT NULL;
+    CREATE TABLE sessions(
+        key TEXT PRIMARY KEY,
+        title TEXT,
+        agent TEXT,
+        service TEXT NOT NULL,
+        status TEXT NOT NULL,
+        first_ns INTEGER NOT NULL,
+        last_ns INTEGER NOT NULL,
+        updated_seq INTEGER NOT NULL,
+        counters TEXT NOT NULL
+    );
+    CREATE INDEX sessions_by_first ON sessions(first_ns);
+    CREATE TABLE session_traces(
+        session TEXT NOT NULL,
+        trace_id BLOB NOT NULL,
+        PRIMARY KEY(session, trace_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX session_traces_by_trace ON session_traces(trace_id);
+    "#,
+    // 2: the catalogue of services and operations that the Jaeger/Tempo APIs list without scanning spans.
+    r#"
+    CREATE TABLE operations(
+        service TEXT NOT NULL,
+        name TEXT NOT NULL,
+        kind INTEGER NOT NULL,
+        PRIMARY KEY(service, name, kind)
+    ) WITHOUT ROWID;
+    INSERT OR IGNORE INTO operations(service, name, kind) SELECT DISTINCT service, name, kind FROM spans;
+    "#,
+];
+
+pub fn version(conn: &Connection) -> rusqlite::Result<usize> {
+    conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
+        .map(|v| v as usize)
+}
+
+/// Brings the file up to `target` (at most the newest version), one transaction per step.
+pub fn migrate_to(conn: &mut Connection, target: usize) -> rusqlite::Result<usize> {
+    let mut current = version(conn)?;
+    while current < target.min(MIGRATIONS.len()) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(MIGRATIONS[current])?;
+        current += 1;
+        tx.pragma_update(None, "user_version", current as i64)?;
+        tx.commit()?;
+        tracing::info!(version = current, "database schema migrated");
+    }
+    Ok(current)
+}
+
+pub fn migrate(conn: &mut Connection) -> rusqlite::Result<usize> {
+    migrate_to(conn, MIGRATIONS.len())
+}

@@ -1,0 +1,131 @@
+//! Starts a whole aotel on loopback port 0 with a temporary database, and small client helpers.
+#![allow(dead_code)]
+
+use aotel::{Config, Listeners};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub struct TestServer {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub api: SocketAddr,
+    pub db: PathBuf,
+    pub dir: Option<tempfile::TempDir>,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<Result<(), aotel::Error>>>,
+}
+
+impl TestServer {
+    /// A fresh server on a fresh database.
+    pub async fn start() -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = dir.path().join("aotel.db");
+        let mut server = TestServer::start_with(Config::with_db(&db)).await;
+        server.dir = Some(dir);
+        server
+    }
+
+    /// A server on an existing database file (for restart tests).
+    pub async fn start_at(db: &Path) -> TestServer {
+        TestServer::start_with(Config::with_db(db)).await
+    }
+
+    pub async fn start_with(config: Config) -> TestServer {
+        let listeners = Listeners::ephemeral().await.expect("bind loopback ports");
+        let (grpc, http, api) = listeners.addrs();
+        let db = config.db.clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handle = tokio::spawn(aotel::run(config, listeners, async {
+            let _ = stopped.await;
+        }));
+        let server = TestServer {
+            grpc,
+            http,
+            api,
+            db,
+            dir: None,
+            stop: Some(stop),
+            handle: Some(handle),
+        };
+        server.wait_ready().await;
+        server
+    }
+
+    async fn wait_ready(&self) {
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            if let Ok(r) = client.get(self.url("/readyz")).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("aotel did not become ready on {}", self.api);
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.api, path)
+    }
+
+    pub fn otlp_http(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        let resp = reqwest::get(self.url(path)).await.expect("GET");
+        let status = resp.status();
+        let body = resp.text().await.expect("body");
+        assert!(status.is_success(), "GET {path} answered {status}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {body}"))
+    }
+
+    /// Stops gracefully and returns the database path (the temp dir moves to the caller).
+    pub async fn stop(mut self) -> (PathBuf, Option<tempfile::TempDir>) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            handle
+                .await
+                .expect("server task")
+                .expect("aotel stopped cleanly");
+        }
+        (self.db.clone(), self.dir.take())
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Polls `f` until it returns Some, for up to ten seconds.
+pub async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    for _ in 0..400 {
+        if let Some(v) = f().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// The session fixtures (copied from the shared fixtures; their README says what a correct import gives).
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
