@@ -12,6 +12,7 @@ pub struct Config {
     pub store: StoreOptions,
     /// Largest OTLP request accepted, after decompression, on gRPC and HTTP.
     pub max_request_bytes: usize,
+    pub forward: crate::forward::ForwardConfig,
 }
 
 impl Config {
@@ -21,6 +22,7 @@ impl Config {
             db: db.into(),
             store: StoreOptions::default(),
             max_request_bytes: 16 << 20,
+            forward: crate::forward::ForwardConfig::default(),
         }
     }
 }
@@ -67,12 +69,18 @@ pub struct ServeArgs {
     /// Allow binding a non-loopback address (nothing is authenticated yet)
     #[arg(long, env = "AOTEL_INSECURE")]
     pub insecure: bool,
+    #[command(flatten)]
+    pub forward: crate::forward::ForwardArgs,
 }
 
 impl ServeArgs {
     pub fn config(&self) -> Result<Config, String> {
         if !self.insecure {
-            for (name, addr) in [("--grpc", self.grpc), ("--http", self.http), ("--api", self.api)] {
+            for (name, addr) in [
+                ("--grpc", self.grpc),
+                ("--http", self.http),
+                ("--api", self.api),
+            ] {
                 if !addr.ip().is_loopback() {
                     return Err(format!(
                         "{name} {addr} is not a loopback address and aotel has no authentication configured; \
@@ -93,6 +101,7 @@ impl ServeArgs {
                 ..StoreOptions::default()
             },
             max_request_bytes: self.max_request_bytes,
+            forward: self.forward.config()?,
         })
     }
 }

@@ -2,6 +2,7 @@
 //! file, query APIs out. `run` starts a whole server on listeners the caller bound, so tests use port 0.
 
 pub mod config;
+pub mod forward;
 pub mod model;
 pub mod query;
 pub mod receiver;
@@ -19,6 +20,8 @@ use tokio::sync::watch;
 pub enum Error {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Forward(#[from] forward::ForwardError),
     #[error("{what} listener failed: {source}")]
     Serve {
         what: &'static str,
@@ -38,6 +41,7 @@ pub struct AppState {
     pub writer: Writer,
     pub reader: Reader,
     pub config: std::sync::Arc<Config>,
+    pub forward: forward::Forwarders,
 }
 
 /// The three sockets aotel serves on, bound by the caller.
@@ -48,7 +52,11 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    pub async fn bind(grpc: SocketAddr, http: SocketAddr, api: SocketAddr) -> Result<Listeners, Error> {
+    pub async fn bind(
+        grpc: SocketAddr,
+        http: SocketAddr,
+        api: SocketAddr,
+    ) -> Result<Listeners, Error> {
         async fn one(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Error> {
             TcpListener::bind(addr)
                 .await
@@ -76,16 +84,24 @@ impl Listeners {
 
 /// The HTTP API router: the page, the query APIs and the legacy endpoints all hang off this.
 pub fn api_router(state: AppState) -> axum::Router {
-    query::api::router().with_state(state)
+    query::api::router()
+        .merge(forward::api::router())
+        .with_state(state)
 }
 
-fn serve_error(what: &'static str) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> Error {
+fn serve_error(
+    what: &'static str,
+) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> Error {
     move |source| Error::Serve { what, source }
 }
 
 /// Runs aotel until `shutdown` resolves: stops accepting, finishes in-flight requests, commits
 /// everything acknowledged, and returns.
-pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
     let store = store::open(&config.db, &config.store)?;
     let (grpc_addr, http_addr, api_addr) = listeners.addrs();
     tracing::info!(path = %config.db.display(), "data stored in SQLite");
@@ -93,10 +109,14 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     tracing::info!(addr = %http_addr, "OTLP/HTTP listening");
     tracing::info!(addr = %api_addr, url = %format!("http://{api_addr}/"), "API and web page listening");
 
+    // Before any listener serves: a new destination's cursor starts at what is stored now.
+    let forwarders =
+        forward::Forwarders::start(&config.forward, &store.writer, &store.reader).await?;
     let state = AppState {
         writer: store.writer.clone(),
         reader: store.reader.clone(),
         config: std::sync::Arc::new(config.clone()),
+        forward: forwarders.clone(),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
@@ -111,11 +131,17 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         let _ = stop_tx.send(true);
     });
 
-    let grpc = receiver::grpc::serve(listeners.grpc, store.writer.clone(), config.max_request_bytes, stopped());
+    let grpc = receiver::grpc::serve(
+        listeners.grpc,
+        store.writer.clone(),
+        config.max_request_bytes,
+        stopped(),
+    );
     let http_app = receiver::http::router(store.writer.clone(), config.max_request_bytes);
     let http = axum::serve(listeners.http, http_app).with_graceful_shutdown(stopped());
     let api = axum::serve(listeners.api, api_router(state)).with_graceful_shutdown(stopped());
     let (g, h, a) = tokio::join!(grpc, http, api);
+    forwarders.stop().await;
     let closed = store.close().await;
     g.map_err(|e| serve_error("OTLP/gRPC")(Box::new(e)))?;
     h.map_err(|e| serve_error("OTLP/HTTP")(Box::new(e)))?;

@@ -4,7 +4,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "aotel", version, about = "OpenTelemetry-native collector for AI-agent sessions")]
+#[command(
+    name = "aotel",
+    version,
+    about = "OpenTelemetry-native collector for AI-agent sessions"
+)]
 #[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
@@ -17,6 +21,8 @@ struct Cli {
 enum Command {
     /// Receive OTLP, store it, serve the page and APIs (the default)
     Serve(aotel::config::ServeArgs),
+    /// Re-export stored traces and logs to an OTLP destination (e.g. to backfill a new Tempo)
+    Replay(aotel::forward::replay::ReplayArgs),
 }
 
 #[tokio::main]
@@ -31,6 +37,18 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Serve(args)) => args,
+        Some(Command::Replay(args)) => {
+            let report = aotel::forward::replay::replay(&args).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if report.rejected_batches > 0 {
+                anyhow::bail!(
+                    "{} batches were rejected by {}",
+                    report.rejected_batches,
+                    args.to
+                );
+            }
+            return Ok(());
+        }
         None => cli.serve,
     };
     let config = args.config().map_err(anyhow::Error::msg)?;

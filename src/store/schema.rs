@@ -99,6 +99,38 @@ pub const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     INSERT OR IGNORE INTO operations(service, name, kind) SELECT DISTINCT service, name, kind FROM spans;
     "#,
+    // 3: forwarding: destinations, one cursor per destination and signal, dead letters. A cursor is the
+    // highest seq the destination accepted (or that was dead-lettered); retention keeps rows above the
+    // smallest cursor of the active destinations (see forward::cursor).
+    r#"
+    CREATE TABLE forward_destinations(
+        id INTEGER PRIMARY KEY,
+        url TEXT NOT NULL UNIQUE,
+        active INTEGER NOT NULL,
+        added_ns INTEGER NOT NULL,
+        seen_ns INTEGER NOT NULL
+    );
+    CREATE TABLE forward_cursors(
+        destination INTEGER NOT NULL REFERENCES forward_destinations(id),
+        signal TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        updated_ns INTEGER NOT NULL,
+        PRIMARY KEY(destination, signal)
+    ) WITHOUT ROWID;
+    CREATE TABLE forward_dead_letters(
+        id INTEGER PRIMARY KEY,
+        destination INTEGER NOT NULL REFERENCES forward_destinations(id),
+        signal TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        first_seq INTEGER NOT NULL,
+        last_seq INTEGER NOT NULL,
+        items INTEGER NOT NULL,
+        rejected INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        at_ns INTEGER NOT NULL
+    );
+    CREATE INDEX forward_dead_letters_by_destination ON forward_dead_letters(destination, id);
+    "#,
 ];
 
 pub fn version(conn: &Connection) -> rusqlite::Result<usize> {

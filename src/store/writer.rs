@@ -13,7 +13,7 @@ use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use tokio::sync::{broadcast, mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{broadcast, mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
 /// How many spans and logs one transaction takes at most; larger groups only add latency.
 const GROUP_ITEMS: usize = 50_000;
@@ -28,8 +28,20 @@ pub struct Receipt {
 
 enum Msg {
     Job(Job),
+    /// A small bookkeeping write (a forwarding cursor, a dead letter) in its own transaction.
+    Exec(ExecFn),
     /// Commit everything queued before it, then stop.
     Stop,
+}
+
+type ExecFn = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// The highest span and log `seq` committed so far: forwarders wake on changes without making the writer
+/// build the live summaries that `subscribe` carries.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CommittedSeqs {
+    pub span: i64,
+    pub log: i64,
 }
 
 struct Job {
@@ -46,6 +58,7 @@ pub struct Writer {
     budget_bytes: usize,
     queued: Arc<AtomicUsize>,
     changes: broadcast::Sender<Arc<Committed>>,
+    seqs: watch::Receiver<CommittedSeqs>,
 }
 
 impl Writer {
@@ -73,7 +86,11 @@ impl Writer {
     }
 
     /// Like `write`, but waits for room instead of failing: for importers, which can afford to wait.
-    pub async fn write_waiting(&self, batch: Batch, approx_bytes: usize) -> Result<Receipt, StoreError> {
+    pub async fn write_waiting(
+        &self,
+        batch: Batch,
+        approx_bytes: usize,
+    ) -> Result<Receipt, StoreError> {
         let permit = self
             .budget
             .clone()
@@ -111,6 +128,34 @@ impl Writer {
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Committed>> {
         self.changes.subscribe()
     }
+
+    /// The highest committed span and log seq, updated after every commit.
+    pub fn committed_seqs(&self) -> watch::Receiver<CommittedSeqs> {
+        self.seqs.clone()
+    }
+
+    /// Runs `f` in a transaction of its own on the writer thread, between group commits. For small
+    /// bookkeeping (forwarding cursors, dead letters): the one-writer rule holds, no second write connection.
+    pub async fn transact<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (done, rx) = oneshot::channel();
+        let exec: ExecFn = Box::new(move |conn| {
+            let result = conn.transaction().map_err(StoreError::from).and_then(|tx| {
+                let value = f(&tx)?;
+                tx.commit()?;
+                Ok(value)
+            });
+            let _ = done.send(result);
+        });
+        self.tx
+            .send(Msg::Exec(exec))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
 }
 
 pub(super) fn spawn(
@@ -122,16 +167,18 @@ pub(super) fn spawn(
     let budget_bytes = opts.queue_bytes.clamp(1, u32::MAX as usize >> 1);
     let queued = Arc::new(AtomicUsize::new(0));
     let mut state = WriterState::new(conn, opts.max_attribute_bytes)?;
+    let (seqs_tx, seqs) = watch::channel(state.committed());
     let writer = Writer {
         tx,
         budget: Arc::new(Semaphore::new(budget_bytes)),
         budget_bytes,
         queued: queued.clone(),
         changes: changes.clone(),
+        seqs,
     };
     let handle = std::thread::Builder::new()
         .name("aotel-writer".into())
-        .spawn(move || state.run(rx, queued, changes))
+        .spawn(move || state.run(rx, queued, changes, seqs_tx))
         .map_err(StoreError::Io)?;
     Ok((writer, handle))
 }
@@ -216,11 +263,21 @@ impl WriterState {
         mut rx: mpsc::Receiver<Msg>,
         queued: Arc<AtomicUsize>,
         changes: broadcast::Sender<Arc<Committed>>,
+        seqs: watch::Sender<CommittedSeqs>,
     ) {
         let mut stopping = false;
+        let mut execs: Vec<ExecFn> = Vec::new();
         while !stopping {
-            let Some(Msg::Job(first)) = rx.blocking_recv() else {
-                break;
+            for exec in execs.drain(..) {
+                exec(&mut self.conn);
+            }
+            let first = match rx.blocking_recv() {
+                Some(Msg::Job(job)) => job,
+                Some(Msg::Exec(exec)) => {
+                    exec(&mut self.conn);
+                    continue;
+                }
+                Some(Msg::Stop) | None => break,
             };
             let mut items = first.batch.span_count() + first.batch.log_count();
             let mut jobs = vec![first];
@@ -230,6 +287,7 @@ impl WriterState {
                         items += job.batch.span_count() + job.batch.log_count();
                         jobs.push(job);
                     }
+                    Ok(Msg::Exec(exec)) => execs.push(exec),
                     Ok(Msg::Stop) => {
                         stopping = true;
                         break;
@@ -272,12 +330,26 @@ impl WriterState {
                     }
                 }
             }
+            seqs.send_if_modified(|s| {
+                let now = self.committed();
+                std::mem::replace(s, now) != now
+            });
+        }
+        for exec in execs.drain(..) {
+            exec(&mut self.conn);
         }
         rx.close();
         if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
             tracing::warn!(error = %e, "final checkpoint failed");
         }
         tracing::debug!("writer stopped");
+    }
+
+    fn committed(&self) -> CommittedSeqs {
+        CommittedSeqs {
+            span: self.next_span_seq - 1,
+            log: self.next_log_seq - 1,
+        }
     }
 
     fn commit(
@@ -316,7 +388,16 @@ impl WriterState {
                         }
                         let f = facts::span_facts(span, &resource.attributes, &service);
                         caches.operation(&tx, &service, &span.name, span.kind)?;
-                        if store_span(&tx, span, &f, resource_id, scope_id, &mut seqs.0, &mut pending, live)? {
+                        if store_span(
+                            &tx,
+                            span,
+                            &f,
+                            resource_id,
+                            scope_id,
+                            &mut seqs.0,
+                            &mut pending,
+                            live,
+                        )? {
                             receipt.spans += 1;
                         }
                     }
@@ -333,7 +414,17 @@ impl WriterState {
                     for log in &mut sl.log_records {
                         truncate(&mut log.attributes, max_attr);
                         let f = facts::log_facts(log, &resource.attributes);
-                        if store_log(&tx, log, &f, &service, resource_id, scope_id, &mut seqs.1, &mut pending, live)? {
+                        if store_log(
+                            &tx,
+                            log,
+                            &f,
+                            &service,
+                            resource_id,
+                            scope_id,
+                            &mut seqs.1,
+                            &mut pending,
+                            live,
+                        )? {
                             receipt.logs += 1;
                         }
                     }
@@ -391,7 +482,12 @@ impl Caches<'_> {
         Ok(id)
     }
 
-    fn scope(&mut self, tx: &Transaction, scope: &InstrumentationScope, schema_url: &str) -> rusqlite::Result<i64> {
+    fn scope(
+        &mut self,
+        tx: &Transaction,
+        scope: &InstrumentationScope,
+        schema_url: &str,
+    ) -> rusqlite::Result<i64> {
         let body = scope.encode_to_vec();
         let hash = hash16(&[&body, schema_url.as_bytes()]);
         if let Some(id) = self.scopes.get(&hash) {
@@ -410,13 +506,21 @@ impl Caches<'_> {
         Ok(id)
     }
 
-    fn operation(&mut self, tx: &Transaction, service: &str, name: &str, kind: i32) -> rusqlite::Result<()> {
+    fn operation(
+        &mut self,
+        tx: &Transaction,
+        service: &str,
+        name: &str,
+        kind: i32,
+    ) -> rusqlite::Result<()> {
         let key = (service.to_string(), name.to_string(), kind);
         if self.operations.contains(&key) {
             return Ok(());
         }
-        tx.prepare_cached("INSERT OR IGNORE INTO operations(service, name, kind) VALUES (?1, ?2, ?3)")?
-            .execute(params![service, name, kind])?;
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO operations(service, name, kind) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![service, name, kind])?;
         if self.operations.len() > CACHE_LIMIT {
             self.operations.clear();
         }
@@ -485,7 +589,8 @@ fn store_span(
         )?
         .execute(values)?;
     if inserted == 0 {
-        let Some((old, old_end, same)) = previous_copy(tx, span, &body, resource_id, scope_id)? else {
+        let Some((old, old_end, same)) = previous_copy(tx, span, &body, resource_id, scope_id)?
+        else {
             return Ok(false);
         };
         if same {
@@ -509,11 +614,14 @@ fn store_span(
     let state = session_mut(tx, pending, &f.session, &f.service)?;
     state.counters.apply_span(f, span.end_time_unix_nano, 1);
     state.first_ns = state.first_ns.min(span.start_time_unix_nano);
-    state.last_ns = state.last_ns.max(span.end_time_unix_nano.max(span.start_time_unix_nano));
+    state.last_ns = state
+        .last_ns
+        .max(span.end_time_unix_nano.max(span.start_time_unix_nano));
     if f.title.is_some() {
         state.title.clone_from(&f.title);
     }
-    if f.agent.is_some() && (state.agent.is_none() || (f.is_root && f.operation == Some(OP_AGENT))) {
+    if f.agent.is_some() && (state.agent.is_none() || (f.is_root && f.operation == Some(OP_AGENT)))
+    {
         state.agent.clone_from(&f.agent);
     }
     pending
@@ -621,7 +729,9 @@ fn store_log(
             state.last_ns = state.last_ns.max(time);
         }
         if !log.trace_id.is_empty() {
-            pending.session_traces.insert((session.clone(), log.trace_id.clone()));
+            pending
+                .session_traces
+                .insert((session.clone(), log.trace_id.clone()));
         }
     }
     if live {
@@ -664,10 +774,16 @@ fn session_mut<'p>(
     })))
 }
 
-fn write_sessions(tx: &Transaction, pending: &mut Pending, seq: i64) -> rusqlite::Result<Vec<SessionRow>> {
+fn write_sessions(
+    tx: &Transaction,
+    pending: &mut Pending,
+    seq: i64,
+) -> rusqlite::Result<Vec<SessionRow>> {
     for (session, trace_id) in pending.session_traces.drain() {
         let added = tx
-            .prepare_cached("INSERT OR IGNORE INTO session_traces(session, trace_id) VALUES (?1, ?2)")?
+            .prepare_cached(
+                "INSERT OR IGNORE INTO session_traces(session, trace_id) VALUES (?1, ?2)",
+            )?
             .execute(params![session, trace_id])?;
         if added > 0 {
             if let Some(state) = pending.sessions.get_mut(&session) {
@@ -677,7 +793,11 @@ fn write_sessions(tx: &Transaction, pending: &mut Pending, seq: i64) -> rusqlite
     }
     let mut rows = Vec::with_capacity(pending.sessions.len());
     for (key, s) in pending.sessions.drain() {
-        let first = if s.first_ns == u64::MAX { s.last_ns } else { s.first_ns };
+        let first = if s.first_ns == u64::MAX {
+            s.last_ns
+        } else {
+            s.first_ns
+        };
         let counters = serde_json::to_string(&s.counters).unwrap_or_default();
         tx.prepare_cached(
             "INSERT INTO sessions(key, title, agent, service, status, first_ns, last_ns, updated_seq, counters)
@@ -697,7 +817,16 @@ fn write_sessions(tx: &Transaction, pending: &mut Pending, seq: i64) -> rusqlite
             seq,
             counters
         ])?;
-        rows.push(SessionRow::new(key, s.title, s.agent, s.service, first, s.last_ns, seq, &s.counters));
+        rows.push(SessionRow::new(
+            key,
+            s.title,
+            s.agent,
+            s.service,
+            first,
+            s.last_ns,
+            seq,
+            &s.counters,
+        ));
     }
     Ok(rows)
 }
