@@ -9,7 +9,7 @@ pub mod store;
 
 pub use config::Config;
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use store::{Reader, StoreError, Writer};
 use tokio::net::TcpListener;
@@ -48,7 +48,11 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    pub async fn bind(grpc: SocketAddr, http: SocketAddr, api: SocketAddr) -> Result<Listeners, Error> {
+    pub async fn bind(
+        grpc: SocketAddr,
+        http: SocketAddr,
+        api: SocketAddr,
+    ) -> Result<Listeners, Error> {
         async fn one(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Error> {
             TcpListener::bind(addr)
                 .await
@@ -79,13 +83,19 @@ pub fn api_router(state: AppState) -> axum::Router {
     query::api::router().with_state(state)
 }
 
-fn serve_error(what: &'static str) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> Error {
+fn serve_error(
+    what: &'static str,
+) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> Error {
     move |source| Error::Serve { what, source }
 }
 
 /// Runs aotel until `shutdown` resolves: stops accepting, finishes in-flight requests, commits
 /// everything acknowledged, and returns.
-pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
     let store = store::open(&config.db, &config.store)?;
     let (grpc_addr, http_addr, api_addr) = listeners.addrs();
     tracing::info!(path = %config.db.display(), "data stored in SQLite");
@@ -111,15 +121,38 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         let _ = stop_tx.send(true);
     });
 
-    let grpc = receiver::grpc::serve(listeners.grpc, store.writer.clone(), config.max_request_bytes, stopped());
+    // Each server runs as its own task so the runtime's workers share the load: a future awaited in
+    // place would keep every connection it drives on the caller's thread.
+    let grpc = tokio::spawn(receiver::grpc::serve(
+        listeners.grpc,
+        store.writer.clone(),
+        config.max_request_bytes,
+        stopped(),
+    ));
     let http_app = receiver::http::router(store.writer.clone(), config.max_request_bytes);
-    let http = axum::serve(listeners.http, http_app).with_graceful_shutdown(stopped());
-    let api = axum::serve(listeners.api, api_router(state)).with_graceful_shutdown(stopped());
+    let http = tokio::spawn(
+        axum::serve(listeners.http, http_app)
+            .with_graceful_shutdown(stopped())
+            .into_future(),
+    );
+    let api = tokio::spawn(
+        axum::serve(listeners.api, api_router(state))
+            .with_graceful_shutdown(stopped())
+            .into_future(),
+    );
     let (g, h, a) = tokio::join!(grpc, http, api);
+    let joined = |r: Result<
+        Result<(), Box<dyn std::error::Error + Send + Sync>>,
+        tokio::task::JoinError,
+    >,
+                  what| {
+        r.map_err(|e| serve_error(what)(Box::new(e)))?
+            .map_err(serve_error(what))
+    };
     let closed = store.close().await;
-    g.map_err(|e| serve_error("OTLP/gRPC")(Box::new(e)))?;
-    h.map_err(|e| serve_error("OTLP/HTTP")(Box::new(e)))?;
-    a.map_err(|e| serve_error("API")(Box::new(e)))?;
+    joined(g.map(|r| r.map_err(|e| e.into())), "OTLP/gRPC")?;
+    joined(h.map(|r| r.map_err(|e| e.into())), "OTLP/HTTP")?;
+    joined(a.map(|r| r.map_err(|e| e.into())), "API")?;
     closed?;
     tracing::info!("stopped cleanly");
     Ok(())

@@ -73,7 +73,11 @@ impl Writer {
     }
 
     /// Like `write`, but waits for room instead of failing: for importers, which can afford to wait.
-    pub async fn write_waiting(&self, batch: Batch, approx_bytes: usize) -> Result<Receipt, StoreError> {
+    pub async fn write_waiting(
+        &self,
+        batch: Batch,
+        approx_bytes: usize,
+    ) -> Result<Receipt, StoreError> {
         let permit = self
             .budget
             .clone()
@@ -316,7 +320,16 @@ impl WriterState {
                         }
                         let f = facts::span_facts(span, &resource.attributes, &service);
                         caches.operation(&tx, &service, &span.name, span.kind)?;
-                        if store_span(&tx, span, &f, resource_id, scope_id, &mut seqs.0, &mut pending, live)? {
+                        if store_span(
+                            &tx,
+                            span,
+                            &f,
+                            resource_id,
+                            scope_id,
+                            &mut seqs.0,
+                            &mut pending,
+                            live,
+                        )? {
                             receipt.spans += 1;
                         }
                     }
@@ -333,7 +346,17 @@ impl WriterState {
                     for log in &mut sl.log_records {
                         truncate(&mut log.attributes, max_attr);
                         let f = facts::log_facts(log, &resource.attributes);
-                        if store_log(&tx, log, &f, &service, resource_id, scope_id, &mut seqs.1, &mut pending, live)? {
+                        if store_log(
+                            &tx,
+                            log,
+                            &f,
+                            &service,
+                            resource_id,
+                            scope_id,
+                            &mut seqs.1,
+                            &mut pending,
+                            live,
+                        )? {
                             receipt.logs += 1;
                         }
                     }
@@ -343,11 +366,11 @@ impl WriterState {
             receipts.push(receipt);
         }
         let sessions = write_sessions(&tx, &mut pending, seqs.0 - 1)?;
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO meta(key, value) VALUES ('span_seq', ?1), ('log_seq', ?2)
              ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            params![seqs.0 - 1, seqs.1 - 1],
-        )?;
+        )?
+        .execute(params![seqs.0 - 1, seqs.1 - 1])?;
         tx.commit()?;
         (self.next_span_seq, self.next_log_seq) = seqs;
         let committed = live.then_some(Committed {
@@ -391,7 +414,12 @@ impl Caches<'_> {
         Ok(id)
     }
 
-    fn scope(&mut self, tx: &Transaction, scope: &InstrumentationScope, schema_url: &str) -> rusqlite::Result<i64> {
+    fn scope(
+        &mut self,
+        tx: &Transaction,
+        scope: &InstrumentationScope,
+        schema_url: &str,
+    ) -> rusqlite::Result<i64> {
         let body = scope.encode_to_vec();
         let hash = hash16(&[&body, schema_url.as_bytes()]);
         if let Some(id) = self.scopes.get(&hash) {
@@ -410,13 +438,21 @@ impl Caches<'_> {
         Ok(id)
     }
 
-    fn operation(&mut self, tx: &Transaction, service: &str, name: &str, kind: i32) -> rusqlite::Result<()> {
+    fn operation(
+        &mut self,
+        tx: &Transaction,
+        service: &str,
+        name: &str,
+        kind: i32,
+    ) -> rusqlite::Result<()> {
         let key = (service.to_string(), name.to_string(), kind);
         if self.operations.contains(&key) {
             return Ok(());
         }
-        tx.prepare_cached("INSERT OR IGNORE INTO operations(service, name, kind) VALUES (?1, ?2, ?3)")?
-            .execute(params![service, name, kind])?;
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO operations(service, name, kind) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![service, name, kind])?;
         if self.operations.len() > CACHE_LIMIT {
             self.operations.clear();
         }
@@ -485,7 +521,8 @@ fn store_span(
         )?
         .execute(values)?;
     if inserted == 0 {
-        let Some((old, old_end, same)) = previous_copy(tx, span, &body, resource_id, scope_id)? else {
+        let Some((old, old_end, same)) = previous_copy(tx, span, &body, resource_id, scope_id)?
+        else {
             return Ok(false);
         };
         if same {
@@ -509,11 +546,14 @@ fn store_span(
     let state = session_mut(tx, pending, &f.session, &f.service)?;
     state.counters.apply_span(f, span.end_time_unix_nano, 1);
     state.first_ns = state.first_ns.min(span.start_time_unix_nano);
-    state.last_ns = state.last_ns.max(span.end_time_unix_nano.max(span.start_time_unix_nano));
+    state.last_ns = state
+        .last_ns
+        .max(span.end_time_unix_nano.max(span.start_time_unix_nano));
     if f.title.is_some() {
         state.title.clone_from(&f.title);
     }
-    if f.agent.is_some() && (state.agent.is_none() || (f.is_root && f.operation == Some(OP_AGENT))) {
+    if f.agent.is_some() && (state.agent.is_none() || (f.is_root && f.operation == Some(OP_AGENT)))
+    {
         state.agent.clone_from(&f.agent);
     }
     pending
@@ -621,7 +661,9 @@ fn store_log(
             state.last_ns = state.last_ns.max(time);
         }
         if !log.trace_id.is_empty() {
-            pending.session_traces.insert((session.clone(), log.trace_id.clone()));
+            pending
+                .session_traces
+                .insert((session.clone(), log.trace_id.clone()));
         }
     }
     if live {
@@ -664,10 +706,16 @@ fn session_mut<'p>(
     })))
 }
 
-fn write_sessions(tx: &Transaction, pending: &mut Pending, seq: i64) -> rusqlite::Result<Vec<SessionRow>> {
+fn write_sessions(
+    tx: &Transaction,
+    pending: &mut Pending,
+    seq: i64,
+) -> rusqlite::Result<Vec<SessionRow>> {
     for (session, trace_id) in pending.session_traces.drain() {
         let added = tx
-            .prepare_cached("INSERT OR IGNORE INTO session_traces(session, trace_id) VALUES (?1, ?2)")?
+            .prepare_cached(
+                "INSERT OR IGNORE INTO session_traces(session, trace_id) VALUES (?1, ?2)",
+            )?
             .execute(params![session, trace_id])?;
         if added > 0 {
             if let Some(state) = pending.sessions.get_mut(&session) {
@@ -677,7 +725,11 @@ fn write_sessions(tx: &Transaction, pending: &mut Pending, seq: i64) -> rusqlite
     }
     let mut rows = Vec::with_capacity(pending.sessions.len());
     for (key, s) in pending.sessions.drain() {
-        let first = if s.first_ns == u64::MAX { s.last_ns } else { s.first_ns };
+        let first = if s.first_ns == u64::MAX {
+            s.last_ns
+        } else {
+            s.first_ns
+        };
         let counters = serde_json::to_string(&s.counters).unwrap_or_default();
         tx.prepare_cached(
             "INSERT INTO sessions(key, title, agent, service, status, first_ns, last_ns, updated_seq, counters)
@@ -697,7 +749,16 @@ fn write_sessions(tx: &Transaction, pending: &mut Pending, seq: i64) -> rusqlite
             seq,
             counters
         ])?;
-        rows.push(SessionRow::new(key, s.title, s.agent, s.service, first, s.last_ns, seq, &s.counters));
+        rows.push(SessionRow::new(
+            key,
+            s.title,
+            s.agent,
+            s.service,
+            first,
+            s.last_ns,
+            seq,
+            &s.counters,
+        ));
     }
     Ok(rows)
 }
