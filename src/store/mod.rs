@@ -1,5 +1,6 @@
 //! The embedded SQLite store: one writer thread that group-commits, read-only connections for queries.
 
+mod prepare;
 mod read;
 pub mod schema;
 pub mod session;

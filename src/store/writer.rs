@@ -1,14 +1,12 @@
 //! The one writer: owns the write connection, group-commits queued batches, acknowledges each only after
 //! its transaction committed, then tells the live hub what changed.
 
+use super::prepare::{prepare, Meta, Prepared, PreparedLog, PreparedSpan};
 use super::session::{Counters, SessionRow};
 use super::{Committed, LogSummary, SpanSummary, StoreError, StoreOptions};
-use crate::model::attrs::truncate;
-use crate::model::facts::{self, LogFacts, SpanFacts, Usage, OP_AGENT};
-use crate::model::{ids, Batch, InstrumentationScope, LogRecord, Resource, Span};
-use prost::Message;
+use crate::model::facts::{self, SpanFacts, Usage, OP_AGENT};
+use crate::model::Batch;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
-use sha2::{Digest, Sha256};
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,9 +31,10 @@ enum Msg {
 }
 
 struct Job {
-    batch: Batch,
+    prepared: Prepared,
     _permit: OwnedSemaphorePermit,
-    done: oneshot::Sender<Result<Receipt, StoreError>>,
+    /// The prepared rows travel back with the answer so that freeing them is not the writer's work.
+    done: oneshot::Sender<(Result<Receipt, StoreError>, Prepared)>,
 }
 
 /// A cheap, cloneable handle for submitting batches to the writer thread.
@@ -46,6 +45,7 @@ pub struct Writer {
     budget_bytes: usize,
     queued: Arc<AtomicUsize>,
     changes: broadcast::Sender<Arc<Committed>>,
+    max_attr: usize,
 }
 
 impl Writer {
@@ -60,7 +60,7 @@ impl Writer {
         let (done, rx) = oneshot::channel();
         self.tx
             .try_send(Msg::Job(Job {
-                batch,
+                prepared: self.prepare(batch),
                 _permit: permit,
                 done,
             }))
@@ -69,7 +69,11 @@ impl Writer {
                 mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
             })?;
         self.queued.fetch_add(1, Ordering::Relaxed);
-        rx.await.map_err(|_| StoreError::Closed)?
+        rx.await.map_err(|_| StoreError::Closed)?.0
+    }
+
+    fn prepare(&self, batch: Batch) -> Prepared {
+        prepare(batch, self.max_attr, self.changes.receiver_count() > 0)
     }
 
     /// Like `write`, but waits for room instead of failing: for importers, which can afford to wait.
@@ -87,14 +91,14 @@ impl Writer {
         let (done, rx) = oneshot::channel();
         self.tx
             .send(Msg::Job(Job {
-                batch,
+                prepared: self.prepare(batch),
                 _permit: permit,
                 done,
             }))
             .await
             .map_err(|_| StoreError::Closed)?;
         self.queued.fetch_add(1, Ordering::Relaxed);
-        rx.await.map_err(|_| StoreError::Closed)?
+        rx.await.map_err(|_| StoreError::Closed)?.0
     }
 
     fn permits(&self, approx_bytes: usize) -> u32 {
@@ -125,13 +129,14 @@ pub(super) fn spawn(
     let (changes, _) = broadcast::channel(opts.live_buffer.max(16));
     let budget_bytes = opts.queue_bytes.clamp(1, u32::MAX as usize >> 1);
     let queued = Arc::new(AtomicUsize::new(0));
-    let mut state = WriterState::new(conn, opts.max_attribute_bytes)?;
+    let mut state = WriterState::new(conn)?;
     let writer = Writer {
         tx,
         budget: Arc::new(Semaphore::new(budget_bytes)),
         budget_bytes,
         queued: queued.clone(),
         changes: changes.clone(),
+        max_attr: opts.max_attribute_bytes,
     };
     let handle = std::thread::Builder::new()
         .name("aotel-writer".into())
@@ -151,44 +156,34 @@ struct SessionState {
 
 struct WriterState {
     conn: Connection,
-    max_attr: usize,
     next_span_seq: i64,
     next_log_seq: i64,
     resources: HashMap<[u8; 16], i64>,
     scopes: HashMap<[u8; 16], i64>,
-    operations: HashSet<(String, String, i32)>,
+    operations: Operations,
 }
+
+/// Known (service, operation name) pairs with a bit per span kind, looked up without allocating.
+type Operations = HashMap<String, HashMap<String, u32>>;
 
 /// The per-transaction scratch: sessions touched and what the live hub will be told.
 #[derive(Default)]
 struct Pending {
     sessions: HashMap<String, SessionState>,
-    session_traces: HashSet<(String, Vec<u8>)>,
+    session_traces: HashMap<String, HashSet<Vec<u8>>>,
     spans: Vec<SpanSummary>,
     logs: Vec<LogSummary>,
 }
 
-fn hash16(parts: &[&[u8]]) -> [u8; 16] {
-    let mut h = Sha256::new();
-    for p in parts {
-        h.update((p.len() as u64).to_le_bytes());
-        h.update(p);
-    }
-    let mut out = [0u8; 16];
-    out.copy_from_slice(&h.finalize()[..16]);
-    out
-}
-
 impl WriterState {
-    fn new(conn: Connection, max_attr: usize) -> Result<Self, StoreError> {
+    fn new(conn: Connection) -> Result<Self, StoreError> {
         let mut state = WriterState {
             conn,
-            max_attr,
             next_span_seq: 1,
             next_log_seq: 1,
             resources: HashMap::new(),
             scopes: HashMap::new(),
-            operations: HashSet::new(),
+            operations: HashMap::new(),
         };
         state.reload()?;
         Ok(state)
@@ -226,12 +221,12 @@ impl WriterState {
             let Some(Msg::Job(first)) = rx.blocking_recv() else {
                 break;
             };
-            let mut items = first.batch.span_count() + first.batch.log_count();
+            let mut items = first.prepared.items;
             let mut jobs = vec![first];
             while items < GROUP_ITEMS {
                 match rx.try_recv() {
                     Ok(Msg::Job(job)) => {
-                        items += job.batch.span_count() + job.batch.log_count();
+                        items += job.prepared.items;
                         jobs.push(job);
                     }
                     Ok(Msg::Stop) => {
@@ -242,12 +237,11 @@ impl WriterState {
                 }
             }
             queued.fetch_sub(jobs.len(), Ordering::Relaxed);
-            let live = changes.receiver_count() > 0;
-            let batches: Vec<&mut Batch> = jobs.iter_mut().map(|j| &mut j.batch).collect();
-            match self.commit(batches, live) {
+            let prepared: Vec<&Prepared> = jobs.iter().map(|j| &j.prepared).collect();
+            match self.commit(&prepared) {
                 Ok((receipts, committed)) => {
                     for (job, receipt) in jobs.into_iter().zip(receipts) {
-                        let _ = job.done.send(Ok(receipt));
+                        let _ = job.done.send((Ok(receipt), job.prepared));
                     }
                     if let Some(c) = committed {
                         let _ = changes.send(Arc::new(c));
@@ -259,18 +253,19 @@ impl WriterState {
                     if let Err(e) = self.reload() {
                         tracing::error!(error = %e, "writer could not re-read its state");
                     }
-                    for mut job in jobs {
-                        let result = self.commit(vec![&mut job.batch], live);
+                    for job in jobs {
+                        let result = self.commit(&[&job.prepared]);
                         match result {
                             Ok((receipts, committed)) => {
-                                let _ = job.done.send(Ok(receipts[0]));
+                                let receipt = receipts.first().copied().unwrap_or_default();
+                                let _ = job.done.send((Ok(receipt), job.prepared));
                                 if let Some(c) = committed {
                                     let _ = changes.send(Arc::new(c));
                                 }
                             }
                             Err(e) => {
                                 let _ = self.reload();
-                                let _ = job.done.send(Err(e));
+                                let _ = job.done.send((Err(e), job.prepared));
                             }
                         }
                     }
@@ -286,10 +281,8 @@ impl WriterState {
 
     fn commit(
         &mut self,
-        batches: Vec<&mut Batch>,
-        live: bool,
+        batches: &[&Prepared],
     ) -> Result<(Vec<Receipt>, Option<Committed>), StoreError> {
-        let max_attr = self.max_attr;
         let mut pending = Pending::default();
         let mut receipts = Vec::with_capacity(batches.len());
         let tx = self.conn.transaction()?;
@@ -301,67 +294,31 @@ impl WriterState {
         };
         for batch in batches {
             let mut receipt = Receipt::default();
-            for rs in &mut batch.spans {
-                let resource = rs.resource.take().unwrap_or_default();
-                let service = facts::service_name(&resource.attributes);
-                let resource_id = caches.resource(&tx, &resource, &rs.schema_url, &service)?;
-                for ss in &mut rs.scope_spans {
-                    let scope = ss.scope.take().unwrap_or_default();
-                    let scope_id = caches.scope(&tx, &scope, &ss.schema_url)?;
-                    for span in &mut ss.spans {
-                        if ids::check_id(&span.trace_id, 16, "trace_id").is_err()
-                            || ids::check_id(&span.span_id, 8, "span_id").is_err()
+            for pr in &batch.resources {
+                let resource_id = caches.resource(&tx, &pr.meta, &pr.service)?;
+                for ps in &pr.scopes {
+                    let scope_id = caches.scope(&tx, &ps.meta, &ps.name, &ps.version)?;
+                    for span in &ps.spans {
+                        caches.operation(&tx, &pr.service, &span.name, span.kind)?;
+                        if store_span(&tx, span, resource_id, scope_id, &mut seqs.0, &mut pending)?
                         {
-                            continue;
-                        }
-                        truncate(&mut span.attributes, max_attr);
-                        for event in &mut span.events {
-                            truncate(&mut event.attributes, max_attr);
-                        }
-                        let f = facts::span_facts(span, &resource.attributes, &service);
-                        caches.operation(&tx, &service, &span.name, span.kind)?;
-                        if store_span(
-                            &tx,
-                            span,
-                            &f,
-                            resource_id,
-                            scope_id,
-                            &mut seqs.0,
-                            &mut pending,
-                            live,
-                        )? {
                             receipt.spans += 1;
                         }
                     }
-                }
-                rs.resource = Some(resource);
-            }
-            for rl in &mut batch.logs {
-                let resource = rl.resource.take().unwrap_or_default();
-                let service = facts::service_name(&resource.attributes);
-                let resource_id = caches.resource(&tx, &resource, &rl.schema_url, &service)?;
-                for sl in &mut rl.scope_logs {
-                    let scope = sl.scope.take().unwrap_or_default();
-                    let scope_id = caches.scope(&tx, &scope, &sl.schema_url)?;
-                    for log in &mut sl.log_records {
-                        truncate(&mut log.attributes, max_attr);
-                        let f = facts::log_facts(log, &resource.attributes);
+                    for log in &ps.logs {
                         if store_log(
                             &tx,
                             log,
-                            &f,
-                            &service,
+                            &pr.service,
                             resource_id,
                             scope_id,
                             &mut seqs.1,
                             &mut pending,
-                            live,
                         )? {
                             receipt.logs += 1;
                         }
                     }
                 }
-                rl.resource = Some(resource);
             }
             receipts.push(receipt);
         }
@@ -373,6 +330,7 @@ impl WriterState {
         .execute(params![seqs.0 - 1, seqs.1 - 1])?;
         tx.commit()?;
         (self.next_span_seq, self.next_log_seq) = seqs;
+        let live = !pending.spans.is_empty() || !pending.logs.is_empty();
         let committed = live.then_some(Committed {
             sessions,
             spans: pending.spans,
@@ -385,56 +343,47 @@ impl WriterState {
 struct Caches<'a> {
     resources: &'a mut HashMap<[u8; 16], i64>,
     scopes: &'a mut HashMap<[u8; 16], i64>,
-    operations: &'a mut HashSet<(String, String, i32)>,
+    operations: &'a mut Operations,
 }
 
 impl Caches<'_> {
-    fn resource(
-        &mut self,
-        tx: &Transaction,
-        resource: &Resource,
-        schema_url: &str,
-        service: &str,
-    ) -> rusqlite::Result<i64> {
-        let body = resource.encode_to_vec();
-        let hash = hash16(&[&body, schema_url.as_bytes()]);
-        if let Some(id) = self.resources.get(&hash) {
+    fn resource(&mut self, tx: &Transaction, meta: &Meta, service: &str) -> rusqlite::Result<i64> {
+        if let Some(id) = self.resources.get(&meta.hash) {
             return Ok(*id);
         }
         let id = intern(
             tx,
             "INSERT INTO resources(hash, service, schema_url, body) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT(hash) DO UPDATE SET hash = hash RETURNING id",
-            params![&hash[..], service, schema_url, body],
+            params![&meta.hash[..], service, meta.schema_url, meta.body],
         )?;
         if self.resources.len() > CACHE_LIMIT {
             self.resources.clear();
         }
-        self.resources.insert(hash, id);
+        self.resources.insert(meta.hash, id);
         Ok(id)
     }
 
     fn scope(
         &mut self,
         tx: &Transaction,
-        scope: &InstrumentationScope,
-        schema_url: &str,
+        meta: &Meta,
+        name: &str,
+        version: &str,
     ) -> rusqlite::Result<i64> {
-        let body = scope.encode_to_vec();
-        let hash = hash16(&[&body, schema_url.as_bytes()]);
-        if let Some(id) = self.scopes.get(&hash) {
+        if let Some(id) = self.scopes.get(&meta.hash) {
             return Ok(*id);
         }
         let id = intern(
             tx,
             "INSERT INTO scopes(hash, name, version, schema_url, body) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT(hash) DO UPDATE SET hash = hash RETURNING id",
-            params![&hash[..], scope.name, scope.version, schema_url, body],
+            params![&meta.hash[..], name, version, meta.schema_url, meta.body],
         )?;
         if self.scopes.len() > CACHE_LIMIT {
             self.scopes.clear();
         }
-        self.scopes.insert(hash, id);
+        self.scopes.insert(meta.hash, id);
         Ok(id)
     }
 
@@ -445,8 +394,13 @@ impl Caches<'_> {
         name: &str,
         kind: i32,
     ) -> rusqlite::Result<()> {
-        let key = (service.to_string(), name.to_string(), kind);
-        if self.operations.contains(&key) {
+        let bit = 1u32 << kind.clamp(0, 31);
+        let known = self
+            .operations
+            .get(service)
+            .and_then(|names| names.get(name))
+            .is_some_and(|kinds| kinds & bit != 0);
+        if known {
             return Ok(());
         }
         tx.prepare_cached(
@@ -456,7 +410,12 @@ impl Caches<'_> {
         if self.operations.len() > CACHE_LIMIT {
             self.operations.clear();
         }
-        self.operations.insert(key);
+        *self
+            .operations
+            .entry(service.to_string())
+            .or_default()
+            .entry(name.to_string())
+            .or_default() |= bit;
         Ok(())
     }
 }
@@ -468,33 +427,28 @@ fn intern(tx: &Transaction, sql: &str, p: impl rusqlite::Params) -> rusqlite::Re
 const FLAG_IN_PROGRESS: i64 = 1;
 
 /// Inserts or replaces one span; returns whether anything changed (an identical copy changes nothing).
-#[allow(clippy::too_many_arguments)]
 fn store_span(
     tx: &Transaction,
-    span: &Span,
-    f: &SpanFacts,
+    span: &PreparedSpan,
     resource_id: i64,
     scope_id: i64,
     next_seq: &mut i64,
     pending: &mut Pending,
-    live: bool,
 ) -> Result<bool, StoreError> {
-    let body = span.encode_to_vec();
-    let status = span.status.as_ref().map(|s| s.code).unwrap_or(0);
-    let parent = (!span.parent_span_id.is_empty()).then_some(&span.parent_span_id);
+    let f = &span.facts;
     let flags = if f.in_progress { FLAG_IN_PROGRESS } else { 0 };
     let seq = *next_seq;
     let values = params![
         seq,
         span.trace_id,
         span.span_id,
-        parent,
+        span.parent_span_id,
         f.session,
         span.name,
         span.kind,
-        span.start_time_unix_nano as i64,
-        span.end_time_unix_nano as i64,
-        status,
+        span.start_ns as i64,
+        span.end_ns as i64,
+        span.status,
         f.service,
         f.operation,
         f.tool,
@@ -508,7 +462,7 @@ fn store_span(
         f.usage.cost_usd,
         resource_id,
         scope_id,
-        body,
+        span.body,
     ];
     let inserted = tx
         .prepare_cached(
@@ -521,8 +475,7 @@ fn store_span(
         )?
         .execute(values)?;
     if inserted == 0 {
-        let Some((old, old_end, same)) = previous_copy(tx, span, &body, resource_id, scope_id)?
-        else {
+        let Some((old, old_end, same)) = previous_copy(tx, span, resource_id, scope_id)? else {
             return Ok(false);
         };
         if same {
@@ -544,11 +497,9 @@ fn store_span(
     }
     *next_seq += 1;
     let state = session_mut(tx, pending, &f.session, &f.service)?;
-    state.counters.apply_span(f, span.end_time_unix_nano, 1);
-    state.first_ns = state.first_ns.min(span.start_time_unix_nano);
-    state.last_ns = state
-        .last_ns
-        .max(span.end_time_unix_nano.max(span.start_time_unix_nano));
+    state.counters.apply_span(f, span.end_ns, 1);
+    state.first_ns = state.first_ns.min(span.start_ns);
+    state.last_ns = state.last_ns.max(span.end_ns.max(span.start_ns));
     if f.title.is_some() {
         state.title.clone_from(&f.title);
     }
@@ -556,11 +507,11 @@ fn store_span(
     {
         state.agent.clone_from(&f.agent);
     }
-    pending
-        .session_traces
-        .insert((f.session.clone(), span.trace_id.clone()));
-    if live {
-        pending.spans.push(SpanSummary::new(seq, span, f));
+    note_trace(pending, &f.session, &span.trace_id);
+    if let Some(summary) = &span.summary {
+        let mut summary = summary.clone();
+        summary.seq = seq;
+        pending.spans.push(summary);
     }
     Ok(true)
 }
@@ -568,11 +519,11 @@ fn store_span(
 /// The stored copy's facts, its end time, and whether it is byte-for-byte what just arrived.
 fn previous_copy(
     tx: &Transaction,
-    span: &Span,
-    body: &[u8],
+    span: &PreparedSpan,
     resource_id: i64,
     scope_id: i64,
 ) -> rusqlite::Result<Option<(SpanFacts, u64, bool)>> {
+    let body = span.body.as_slice();
     tx.prepare_cached(
         "SELECT body, resource_id, scope_id, session, service, operation, tool, agent, model, flags, status,
             parent_span_id IS NULL, end_ns, input_tokens, output_tokens, cache_read_tokens,
@@ -608,25 +559,16 @@ fn previous_copy(
     .optional()
 }
 
-#[allow(clippy::too_many_arguments)]
 fn store_log(
     tx: &Transaction,
-    log: &LogRecord,
-    f: &LogFacts,
+    log: &PreparedLog,
     service: &str,
     resource_id: i64,
     scope_id: i64,
     next_seq: &mut i64,
     pending: &mut Pending,
-    live: bool,
 ) -> Result<bool, StoreError> {
-    let body = log.encode_to_vec();
-    let hash = hash16(&[&resource_id.to_le_bytes(), &scope_id.to_le_bytes(), &body]);
-    let time = if log.time_unix_nano > 0 {
-        log.time_unix_nano
-    } else {
-        log.observed_time_unix_nano
-    };
+    let f = &log.facts;
     let seq = *next_seq;
     let inserted = tx
         .prepare_cached(
@@ -637,17 +579,17 @@ fn store_log(
         )?
         .execute(params![
             seq,
-            &hash[..],
-            time as i64,
-            (!log.trace_id.is_empty()).then_some(&log.trace_id),
-            (!log.span_id.is_empty()).then_some(&log.span_id),
+            &log.hash[..],
+            log.time_ns as i64,
+            log.trace_id,
+            log.span_id,
             f.session,
-            log.severity_number,
+            log.severity,
             f.event_name,
             service,
             resource_id,
             scope_id,
-            body,
+            log.body,
         ])?;
     if inserted == 0 {
         return Ok(false);
@@ -656,20 +598,33 @@ fn store_log(
     if let Some(session) = &f.session {
         let state = session_mut(tx, pending, session, service)?;
         state.counters.apply_log(f);
-        if time > 0 {
-            state.first_ns = state.first_ns.min(time);
-            state.last_ns = state.last_ns.max(time);
+        if log.time_ns > 0 {
+            state.first_ns = state.first_ns.min(log.time_ns);
+            state.last_ns = state.last_ns.max(log.time_ns);
         }
-        if !log.trace_id.is_empty() {
-            pending
-                .session_traces
-                .insert((session.clone(), log.trace_id.clone()));
+        if let Some(trace_id) = &log.trace_id {
+            note_trace(pending, session, trace_id);
         }
     }
-    if live {
-        pending.logs.push(LogSummary::new(seq, log, f, service));
+    if let Some(summary) = &log.summary {
+        let mut summary = summary.clone();
+        summary.seq = seq;
+        pending.logs.push(summary);
     }
     Ok(true)
+}
+
+/// Remembers that `session` has `trace_id`, allocating only the first time in a transaction.
+fn note_trace(pending: &mut Pending, session: &str, trace_id: &[u8]) {
+    if let Some(traces) = pending.session_traces.get_mut(session) {
+        if !traces.contains(trace_id) {
+            traces.insert(trace_id.to_vec());
+        }
+        return;
+    }
+    pending
+        .session_traces
+        .insert(session.to_string(), HashSet::from([trace_id.to_vec()]));
 }
 
 fn session_mut<'p>(
@@ -711,15 +666,17 @@ fn write_sessions(
     pending: &mut Pending,
     seq: i64,
 ) -> rusqlite::Result<Vec<SessionRow>> {
-    for (session, trace_id) in pending.session_traces.drain() {
-        let added = tx
-            .prepare_cached(
-                "INSERT OR IGNORE INTO session_traces(session, trace_id) VALUES (?1, ?2)",
-            )?
-            .execute(params![session, trace_id])?;
-        if added > 0 {
-            if let Some(state) = pending.sessions.get_mut(&session) {
-                state.counters.traces += 1;
+    for (session, traces) in pending.session_traces.drain() {
+        for trace_id in traces {
+            let added = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO session_traces(session, trace_id) VALUES (?1, ?2)",
+                )?
+                .execute(params![session, trace_id])?;
+            if added > 0 {
+                if let Some(state) = pending.sessions.get_mut(&session) {
+                    state.counters.traces += 1;
+                }
             }
         }
     }
