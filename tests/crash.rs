@@ -54,7 +54,11 @@ fn request(n: u64) -> Vec<u8> {
         .map(|i| Span {
             trace_id: trace_id.clone(),
             span_id: i.to_be_bytes().to_vec(),
-            parent_span_id: if i == 1 { vec![] } else { 1u64.to_be_bytes().to_vec() },
+            parent_span_id: if i == 1 {
+                vec![]
+            } else {
+                1u64.to_be_bytes().to_vec()
+            },
             name: "execute_tool Bash".into(),
             start_time_unix_nano: 1_700_000_000_000_000_000 + n * 1000 + i,
             end_time_unix_nano: 1_700_000_000_000_000_000 + n * 1000 + i + 500,
@@ -112,8 +116,13 @@ async fn acknowledged_spans_survive_sigkill() {
         let stop = Arc::new(AtomicBool::new(false));
         let mut senders = Vec::new();
         for _ in 0..4 {
-            let (client, url, stop, next, acked) =
-                (client.clone(), url.clone(), stop.clone(), next.clone(), acked.clone());
+            let (client, url, stop, next, acked) = (
+                client.clone(),
+                url.clone(),
+                stop.clone(),
+                next.clone(),
+                acked.clone(),
+            );
             senders.push(tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
                     let n = next.fetch_add(1, Ordering::Relaxed);
@@ -139,12 +148,16 @@ async fn acknowledged_spans_survive_sigkill() {
             s.await.expect("sender");
         }
         let acked_now: HashSet<u64> = acked.lock().expect("lock").iter().copied().collect();
-        assert!(!acked_now.is_empty(), "round {round}: nothing was acknowledged before the kill");
+        assert!(
+            !acked_now.is_empty(),
+            "round {round}: nothing was acknowledged before the kill"
+        );
 
         // Restart on the same file: everything acknowledged so far must be there, whole.
         let mut again = start(&db);
-        let conn = rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .expect("open read-only");
+        let conn =
+            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .expect("open read-only");
         let integrity: String = conn
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))
             .expect("integrity_check");
@@ -156,7 +169,10 @@ async fn acknowledged_spans_survive_sigkill() {
             let mut trace_id = vec![0xc5; 8];
             trace_id.extend_from_slice(&n.to_be_bytes());
             let count: i64 = stmt.query_row([trace_id], |r| r.get(0)).expect("count");
-            assert_eq!(count, 50, "round {round}: acknowledged request {n} has {count} of 50 spans");
+            assert_eq!(
+                count, 50,
+                "round {round}: acknowledged request {n} has {count} of 50 spans"
+            );
         }
         // Session counters were committed with the spans, so they agree with them.
         let (counted, stored): (i64, i64) = conn
@@ -167,11 +183,18 @@ async fn acknowledged_spans_survive_sigkill() {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .expect("counters");
-        assert_eq!(counted, stored, "round {round}: session counters match the stored spans");
+        assert_eq!(
+            counted, stored,
+            "round {round}: session counters match the stored spans"
+        );
         drop(stmt);
         drop(conn);
         again.child.kill().expect("kill");
         again.child.wait().expect("reap");
-        eprintln!("round {}/{total_rounds}: {} requests acknowledged so far, all present", round + 1, acked_now.len());
+        eprintln!(
+            "round {}/{total_rounds}: {} requests acknowledged so far, all present",
+            round + 1,
+            acked_now.len()
+        );
     }
 }
