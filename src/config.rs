@@ -12,6 +12,9 @@ pub struct Config {
     pub store: StoreOptions,
     /// Largest OTLP request accepted, after decompression, on gRPC and HTTP.
     pub max_request_bytes: usize,
+    /// Folders whose session files are followed as they grow (`serve --watch`).
+    pub watch: Vec<PathBuf>,
+    pub watch_interval: std::time::Duration,
 }
 
 impl Config {
@@ -21,6 +24,8 @@ impl Config {
             db: db.into(),
             store: StoreOptions::default(),
             max_request_bytes: 16 << 20,
+            watch: Vec::new(),
+            watch_interval: std::time::Duration::from_millis(500),
         }
     }
 }
@@ -67,12 +72,22 @@ pub struct ServeArgs {
     /// Allow binding a non-loopback address (nothing is authenticated yet)
     #[arg(long, env = "AOTEL_INSECURE")]
     pub insecure: bool,
+    /// Follow session files (*.jsonl, recursively) in this folder as they grow; repeatable
+    #[arg(long = "watch", env = "AOTEL_WATCH", value_delimiter = ',')]
+    pub watch: Vec<PathBuf>,
+    /// How often the watcher looks for changes, in milliseconds
+    #[arg(long, env = "AOTEL_WATCH_POLL_MS", default_value_t = 500)]
+    pub watch_poll_ms: u64,
 }
 
 impl ServeArgs {
     pub fn config(&self) -> Result<Config, String> {
         if !self.insecure {
-            for (name, addr) in [("--grpc", self.grpc), ("--http", self.http), ("--api", self.api)] {
+            for (name, addr) in [
+                ("--grpc", self.grpc),
+                ("--http", self.http),
+                ("--api", self.api),
+            ] {
                 if !addr.ip().is_loopback() {
                     return Err(format!(
                         "{name} {addr} is not a loopback address and aotel has no authentication configured; \
@@ -93,6 +108,8 @@ impl ServeArgs {
                 ..StoreOptions::default()
             },
             max_request_bytes: self.max_request_bytes,
+            watch: self.watch.clone(),
+            watch_interval: std::time::Duration::from_millis(self.watch_poll_ms.max(10)),
         })
     }
 }

@@ -2,6 +2,7 @@
 //! file, query APIs out. `run` starts a whole server on listeners the caller bound, so tests use port 0.
 
 pub mod config;
+pub mod ingest;
 pub mod model;
 pub mod query;
 pub mod receiver;
@@ -48,7 +49,11 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    pub async fn bind(grpc: SocketAddr, http: SocketAddr, api: SocketAddr) -> Result<Listeners, Error> {
+    pub async fn bind(
+        grpc: SocketAddr,
+        http: SocketAddr,
+        api: SocketAddr,
+    ) -> Result<Listeners, Error> {
         async fn one(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Error> {
             TcpListener::bind(addr)
                 .await
@@ -76,16 +81,24 @@ impl Listeners {
 
 /// The HTTP API router: the page, the query APIs and the legacy endpoints all hang off this.
 pub fn api_router(state: AppState) -> axum::Router {
-    query::api::router().with_state(state)
+    query::api::router()
+        .with_state(state.clone())
+        .merge(ingest::legacy::router(state))
 }
 
-fn serve_error(what: &'static str) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> Error {
+fn serve_error(
+    what: &'static str,
+) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> Error {
     move |source| Error::Serve { what, source }
 }
 
 /// Runs aotel until `shutdown` resolves: stops accepting, finishes in-flight requests, commits
 /// everything acknowledged, and returns.
-pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
     let store = store::open(&config.db, &config.store)?;
     let (grpc_addr, http_addr, api_addr) = listeners.addrs();
     tracing::info!(path = %config.db.display(), "data stored in SQLite");
@@ -111,11 +124,34 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         let _ = stop_tx.send(true);
     });
 
-    let grpc = receiver::grpc::serve(listeners.grpc, store.writer.clone(), config.max_request_bytes, stopped());
+    let grpc = receiver::grpc::serve(
+        listeners.grpc,
+        store.writer.clone(),
+        config.max_request_bytes,
+        stopped(),
+    );
     let http_app = receiver::http::router(store.writer.clone(), config.max_request_bytes);
     let http = axum::serve(listeners.http, http_app).with_graceful_shutdown(stopped());
     let api = axum::serve(listeners.api, api_router(state)).with_graceful_shutdown(stopped());
+    let watcher = (!config.watch.is_empty()).then(|| {
+        let opts = ingest::watch::WatchOptions {
+            dirs: config.watch.clone(),
+            interval: config.watch_interval,
+        };
+        tokio::spawn(ingest::watch::run(
+            store.writer.clone(),
+            store.reader.clone(),
+            opts,
+            stopped(),
+        ))
+    });
     let (g, h, a) = tokio::join!(grpc, http, api);
+    if let Some(Ok(Err(e))) = match watcher {
+        Some(w) => Some(w.await),
+        None => None,
+    } {
+        tracing::error!(error = %e, "session file watcher stopped with an error");
+    }
     let closed = store.close().await;
     g.map_err(|e| serve_error("OTLP/gRPC")(Box::new(e)))?;
     h.map_err(|e| serve_error("OTLP/HTTP")(Box::new(e)))?;

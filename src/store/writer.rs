@@ -28,6 +28,8 @@ pub struct Receipt {
 
 enum Msg {
     Job(Job),
+    /// Record how far the watcher read a file; applied after every job queued before it.
+    Offset(FileOffset, oneshot::Sender<Result<(), StoreError>>),
     /// Commit everything queued before it, then stop.
     Stop,
 }
@@ -36,6 +38,18 @@ struct Job {
     batch: Batch,
     _permit: OwnedSemaphorePermit,
     done: oneshot::Sender<Result<Receipt, StoreError>>,
+}
+
+/// How far `aotel watch` has read one file, and what identifies that file (see `ingest::watch`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileOffset {
+    pub path: String,
+    pub offset: u64,
+    pub dev: u64,
+    pub ino: u64,
+    /// SHA-256 (16 bytes) of the file's first `head_len` bytes: tells a replaced file from a grown one.
+    pub head_len: u64,
+    pub head: Vec<u8>,
 }
 
 /// A cheap, cloneable handle for submitting batches to the writer thread.
@@ -73,7 +87,11 @@ impl Writer {
     }
 
     /// Like `write`, but waits for room instead of failing: for importers, which can afford to wait.
-    pub async fn write_waiting(&self, batch: Batch, approx_bytes: usize) -> Result<Receipt, StoreError> {
+    pub async fn write_waiting(
+        &self,
+        batch: Batch,
+        approx_bytes: usize,
+    ) -> Result<Receipt, StoreError> {
         let permit = self
             .budget
             .clone()
@@ -90,6 +108,17 @@ impl Writer {
             .await
             .map_err(|_| StoreError::Closed)?;
         self.queued.fetch_add(1, Ordering::Relaxed);
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Records a watched file's offset through the one write connection. The watcher calls it after the
+    /// spans read up to `offset` were acknowledged, so a crash in between only means a harmless re-read.
+    pub async fn record_file_offset(&self, offset: FileOffset) -> Result<(), StoreError> {
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Offset(offset, done))
+            .await
+            .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -219,16 +248,26 @@ impl WriterState {
     ) {
         let mut stopping = false;
         while !stopping {
-            let Some(Msg::Job(first)) = rx.blocking_recv() else {
-                break;
+            let first = match rx.blocking_recv() {
+                Some(Msg::Job(job)) => job,
+                Some(Msg::Offset(offset, done)) => {
+                    let _ = done.send(self.save_offset(&offset));
+                    continue;
+                }
+                Some(Msg::Stop) | None => break,
             };
             let mut items = first.batch.span_count() + first.batch.log_count();
             let mut jobs = vec![first];
+            let mut offset_after = None;
             while items < GROUP_ITEMS {
                 match rx.try_recv() {
                     Ok(Msg::Job(job)) => {
                         items += job.batch.span_count() + job.batch.log_count();
                         jobs.push(job);
+                    }
+                    Ok(Msg::Offset(offset, done)) => {
+                        offset_after = Some((offset, done));
+                        break;
                     }
                     Ok(Msg::Stop) => {
                         stopping = true;
@@ -272,12 +311,35 @@ impl WriterState {
                     }
                 }
             }
+            if let Some((offset, done)) = offset_after {
+                let _ = done.send(self.save_offset(&offset));
+            }
         }
         rx.close();
         if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
             tracing::warn!(error = %e, "final checkpoint failed");
         }
         tracing::debug!("writer stopped");
+    }
+
+    fn save_offset(&mut self, o: &FileOffset) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO watch_offsets(path, offset, dev, ino, head_len, head, updated_ns)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(path) DO UPDATE SET offset = excluded.offset, dev = excluded.dev, ino = excluded.ino,
+                    head_len = excluded.head_len, head = excluded.head, updated_ns = excluded.updated_ns",
+            )?
+            .execute(params![
+                o.path,
+                o.offset as i64,
+                o.dev as i64,
+                o.ino as i64,
+                o.head_len as i64,
+                o.head,
+                crate::model::time::now_ns() as i64
+            ])?;
+        Ok(())
     }
 
     fn commit(
@@ -316,7 +378,16 @@ impl WriterState {
                         }
                         let f = facts::span_facts(span, &resource.attributes, &service);
                         caches.operation(&tx, &service, &span.name, span.kind)?;
-                        if store_span(&tx, span, &f, resource_id, scope_id, &mut seqs.0, &mut pending, live)? {
+                        if store_span(
+                            &tx,
+                            span,
+                            &f,
+                            resource_id,
+                            scope_id,
+                            &mut seqs.0,
+                            &mut pending,
+                            live,
+                        )? {
                             receipt.spans += 1;
                         }
                     }
@@ -333,7 +404,17 @@ impl WriterState {
                     for log in &mut sl.log_records {
                         truncate(&mut log.attributes, max_attr);
                         let f = facts::log_facts(log, &resource.attributes);
-                        if store_log(&tx, log, &f, &service, resource_id, scope_id, &mut seqs.1, &mut pending, live)? {
+                        if store_log(
+                            &tx,
+                            log,
+                            &f,
+                            &service,
+                            resource_id,
+                            scope_id,
+                            &mut seqs.1,
+                            &mut pending,
+                            live,
+                        )? {
                             receipt.logs += 1;
                         }
                     }
@@ -391,7 +472,12 @@ impl Caches<'_> {
         Ok(id)
     }
 
-    fn scope(&mut self, tx: &Transaction, scope: &InstrumentationScope, schema_url: &str) -> rusqlite::Result<i64> {
+    fn scope(
+        &mut self,
+        tx: &Transaction,
+        scope: &InstrumentationScope,
+        schema_url: &str,
+    ) -> rusqlite::Result<i64> {
         let body = scope.encode_to_vec();
         let hash = hash16(&[&body, schema_url.as_bytes()]);
         if let Some(id) = self.scopes.get(&hash) {
@@ -410,13 +496,21 @@ impl Caches<'_> {
         Ok(id)
     }
 
-    fn operation(&mut self, tx: &Transaction, service: &str, name: &str, kind: i32) -> rusqlite::Result<()> {
+    fn operation(
+        &mut self,
+        tx: &Transaction,
+        service: &str,
+        name: &str,
+        kind: i32,
+    ) -> rusqlite::Result<()> {
         let key = (service.to_string(), name.to_string(), kind);
         if self.operations.contains(&key) {
             return Ok(());
         }
-        tx.prepare_cached("INSERT OR IGNORE INTO operations(service, name, kind) VALUES (?1, ?2, ?3)")?
-            .execute(params![service, name, kind])?;
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO operations(service, name, kind) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![service, name, kind])?;
         if self.operations.len() > CACHE_LIMIT {
             self.operations.clear();
         }
@@ -485,7 +579,8 @@ fn store_span(
         )?
         .execute(values)?;
     if inserted == 0 {
-        let Some((old, old_end, same)) = previous_copy(tx, span, &body, resource_id, scope_id)? else {
+        let Some((old, old_end, same)) = previous_copy(tx, span, &body, resource_id, scope_id)?
+        else {
             return Ok(false);
         };
         if same {
@@ -509,11 +604,14 @@ fn store_span(
     let state = session_mut(tx, pending, &f.session, &f.service)?;
     state.counters.apply_span(f, span.end_time_unix_nano, 1);
     state.first_ns = state.first_ns.min(span.start_time_unix_nano);
-    state.last_ns = state.last_ns.max(span.end_time_unix_nano.max(span.start_time_unix_nano));
+    state.last_ns = state
+        .last_ns
+        .max(span.end_time_unix_nano.max(span.start_time_unix_nano));
     if f.title.is_some() {
         state.title.clone_from(&f.title);
     }
-    if f.agent.is_some() && (state.agent.is_none() || (f.is_root && f.operation == Some(OP_AGENT))) {
+    if f.agent.is_some() && (state.agent.is_none() || (f.is_root && f.operation == Some(OP_AGENT)))
+    {
         state.agent.clone_from(&f.agent);
     }
     pending
@@ -621,7 +719,9 @@ fn store_log(
             state.last_ns = state.last_ns.max(time);
         }
         if !log.trace_id.is_empty() {
-            pending.session_traces.insert((session.clone(), log.trace_id.clone()));
+            pending
+                .session_traces
+                .insert((session.clone(), log.trace_id.clone()));
         }
     }
     if live {
@@ -664,10 +764,16 @@ fn session_mut<'p>(
     })))
 }
 
-fn write_sessions(tx: &Transaction, pending: &mut Pending, seq: i64) -> rusqlite::Result<Vec<SessionRow>> {
+fn write_sessions(
+    tx: &Transaction,
+    pending: &mut Pending,
+    seq: i64,
+) -> rusqlite::Result<Vec<SessionRow>> {
     for (session, trace_id) in pending.session_traces.drain() {
         let added = tx
-            .prepare_cached("INSERT OR IGNORE INTO session_traces(session, trace_id) VALUES (?1, ?2)")?
+            .prepare_cached(
+                "INSERT OR IGNORE INTO session_traces(session, trace_id) VALUES (?1, ?2)",
+            )?
             .execute(params![session, trace_id])?;
         if added > 0 {
             if let Some(state) = pending.sessions.get_mut(&session) {
@@ -677,7 +783,11 @@ fn write_sessions(tx: &Transaction, pending: &mut Pending, seq: i64) -> rusqlite
     }
     let mut rows = Vec::with_capacity(pending.sessions.len());
     for (key, s) in pending.sessions.drain() {
-        let first = if s.first_ns == u64::MAX { s.last_ns } else { s.first_ns };
+        let first = if s.first_ns == u64::MAX {
+            s.last_ns
+        } else {
+            s.first_ns
+        };
         let counters = serde_json::to_string(&s.counters).unwrap_or_default();
         tx.prepare_cached(
             "INSERT INTO sessions(key, title, agent, service, status, first_ns, last_ns, updated_seq, counters)
@@ -697,7 +807,16 @@ fn write_sessions(tx: &Transaction, pending: &mut Pending, seq: i64) -> rusqlite
             seq,
             counters
         ])?;
-        rows.push(SessionRow::new(key, s.title, s.agent, s.service, first, s.last_ns, seq, &s.counters));
+        rows.push(SessionRow::new(
+            key,
+            s.title,
+            s.agent,
+            s.service,
+            first,
+            s.last_ns,
+            seq,
+            &s.counters,
+        ));
     }
     Ok(rows)
 }
