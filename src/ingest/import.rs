@@ -213,7 +213,7 @@ pub fn read_one(path: &Path) -> std::io::Result<FileResult> {
             Warning {
                 line: 0,
                 reason: format!(
-                    "missing meta file {} (session id taken from the lines, no name or agent)",
+                    "missing meta file: no {} (imported without session name and agent)",
                     super::transcript::meta_path(path).display()
                 ),
             },
