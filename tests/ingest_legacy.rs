@@ -56,8 +56,13 @@ async fn legacy_events_become_one_session_and_the_old_reads_answer() {
         assert_eq!(body["status"], "ok");
     }
     let (v, spans) = session(&server).await;
-    assert_eq!(v["session"]["status"], "running", "session_start opened a run");
-    assert!(spans.iter().any(|s| s["tool"] == "Read" && s["in_progress"] == true));
+    assert_eq!(
+        v["session"]["status"], "running",
+        "session_start opened a run"
+    );
+    assert!(spans
+        .iter()
+        .any(|s| s["tool"] == "Read" && s["in_progress"] == true));
 
     // A restart between pre_tool and post_tool: the pairing lives in the store.
     let (db, dir) = server.stop().await;
@@ -74,8 +79,14 @@ async fn legacy_events_become_one_session_and_the_old_reads_answer() {
     assert_eq!(row["tool_errors"], 1);
     assert_eq!(row["runs"], 1);
     assert_eq!(row["logs"], 7, "every event kept as it was posted");
-    assert_eq!(row["last_unix_nano"], "1763294409100000000", "finished at 12:00:09.100 UTC");
-    let tools: Vec<&Value> = spans.iter().filter(|s| s["operation"] == "execute_tool").collect();
+    assert_eq!(
+        row["last_unix_nano"], "1763294409100000000",
+        "finished at 12:00:09.100 UTC"
+    );
+    let tools: Vec<&Value> = spans
+        .iter()
+        .filter(|s| s["operation"] == "execute_tool")
+        .collect();
     assert_eq!(tools.len(), 2);
     let read = tools.iter().find(|s| s["tool"] == "Read").unwrap();
     assert_eq!(read["duration_ms"], 60.0);
@@ -84,13 +95,22 @@ async fn legacy_events_become_one_session_and_the_old_reads_answer() {
     let bash = tools.iter().find(|s| s["tool"] == "Bash").unwrap();
     assert_eq!(bash["status"], "error");
     assert_eq!(bash["status_message"], "Command failed with exit code 1");
-    assert_eq!(bash["duration_ms"], 0.0, "a lone post_tool is a span at the event time");
-    let run = spans.iter().find(|s| s["operation"] == "invoke_agent").unwrap();
+    assert_eq!(
+        bash["duration_ms"], 0.0,
+        "a lone post_tool is a span at the event time"
+    );
+    let run = spans
+        .iter()
+        .find(|s| s["operation"] == "invoke_agent")
+        .unwrap();
     assert_eq!(run["attributes"]["ao.stop_reason"], "completed");
     assert_eq!(run["attributes"]["ao.exit_code"], 0);
     assert_eq!(run["end_unix_nano"], "1763294409100000000");
     assert_eq!(run["in_progress"], false);
-    assert!(tools.iter().all(|t| t["parent_span_id"] == run["span_id"]), "tools sit under the run");
+    assert!(
+        tools.iter().all(|t| t["parent_span_id"] == run["span_id"]),
+        "tools sit under the run"
+    );
 
     // A client retrying every event changes nothing.
     for ev in &events {
@@ -141,7 +161,9 @@ async fn legacy_events_become_one_session_and_the_old_reads_answer() {
         g.as_object_mut().unwrap().remove("id");
         assert_eq!(&g, want);
     }
-    let missing = reqwest::get(server.url("/events/no-such-session")).await.unwrap();
+    let missing = reqwest::get(server.url("/events/no-such-session"))
+        .await
+        .unwrap();
     assert_eq!(missing.status().as_u16(), 404);
     server.stop().await;
 }
@@ -149,12 +171,26 @@ async fn legacy_events_become_one_session_and_the_old_reads_answer() {
 #[tokio::test]
 async fn sessions_from_other_sources_read_as_old_events() {
     let server = TestServer::start().await;
-    let sink = aotel::ingest::import::Sink::Remote(aotel::ingest::client::OtlpHttp::new(&server.otlp_http("")).unwrap());
-    aotel::ingest::import::import(&[fixtures().join("ao-sessions")], &sink, |_| {}, |_, _, _| {})
-        .await
-        .unwrap();
-    let got = server.get_json("/events/d796e8ba-ef3c-453f-97d7-b644930563f5").await;
-    let types: Vec<&str> = got.as_array().unwrap().iter().map(|e| e["event_type"].as_str().unwrap()).collect();
+    let sink = aotel::ingest::import::Sink::Remote(
+        aotel::ingest::client::OtlpHttp::new(&server.otlp_http("")).unwrap(),
+    );
+    aotel::ingest::import::import(
+        &[fixtures().join("ao-sessions")],
+        &sink,
+        |_| {},
+        |_, _, _| {},
+    )
+    .await
+    .unwrap();
+    let got = server
+        .get_json("/events/d796e8ba-ef3c-453f-97d7-b644930563f5")
+        .await;
+    let types: Vec<&str> = got
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap())
+        .collect();
     assert_eq!(types.iter().filter(|t| **t == "session_start").count(), 2);
     assert_eq!(types.iter().filter(|t| **t == "session_stop").count(), 2);
     assert_eq!(types.iter().filter(|t| **t == "pre_tool").count(), 5);

@@ -21,13 +21,18 @@ async fn watching(db: &Path, dir: &Path) -> TestServer {
 }
 
 fn append(path: &Path, bytes: &[u8]) {
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
     f.write_all(bytes).unwrap();
     f.flush().unwrap();
 }
 
 fn recorded_offset(db: &Path, file: &Path) -> Option<u64> {
-    let c = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
+    let c = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .ok()?;
     let path = std::fs::canonicalize(file).ok()?;
     c.query_row(
         "SELECT offset FROM watch_offsets WHERE path = ?1",
@@ -38,7 +43,12 @@ fn recorded_offset(db: &Path, file: &Path) -> Option<u64> {
     .map(|o| o as u64)
 }
 
-async fn session_where(server: &TestServer, key: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+async fn session_where(
+    server: &TestServer,
+    key: &str,
+    what: &str,
+    ok: impl Fn(&Value) -> bool,
+) -> Value {
     let url = server.url(&format!("/api/sessions/{key}"));
     eventually(what, || {
         let url = url.clone();
@@ -92,11 +102,17 @@ async fn growing_file_split_lines_and_restart_without_duplicates() {
     let through_task: u64 = lines[..5].iter().map(|l| l.len() as u64).sum();
     offset_reaches(&db, &file, through_task).await;
     let v = session_where(&server, CC, "the Task call", |s| s["tool_calls"] == 2).await;
-    assert_eq!(v["session"]["spans"], 5, "run, Bash, Task, msg_01, msg_02; the half line waits");
+    assert_eq!(
+        v["session"]["spans"], 5,
+        "run, Bash, Task, msg_01, msg_02; the half line waits"
+    );
 
     // Write 3: the rest of the split line and the sub-agent's lines up to its Grep result.
     append(&file, format!("{tail}{}{}", lines[6], lines[7]).as_bytes());
-    let v = session_where(&server, CC, "the sub-agent's Grep", |s| s["tool_calls"] == 3).await;
+    let v = session_where(&server, CC, "the sub-agent's Grep", |s| {
+        s["tool_calls"] == 3
+    })
+    .await;
     assert_eq!(v["session"]["runs"], 2, "main run and the sub-agent");
     assert_eq!(v["session"]["status"], "running");
 
@@ -112,18 +128,35 @@ async fn growing_file_split_lines_and_restart_without_duplicates() {
     append(&file, lines[12..].concat().as_bytes());
     let ao_dir = tmp.path().join("sessions");
     std::fs::create_dir_all(&ao_dir).unwrap();
-    std::fs::copy(fixtures().join("ao-sessions/architect.meta.json"), ao_dir.join("architect.meta.json")).unwrap();
-    std::fs::copy(fixtures().join("ao-sessions/architect.jsonl"), ao_dir.join("architect.jsonl")).unwrap();
+    std::fs::copy(
+        fixtures().join("ao-sessions/architect.meta.json"),
+        ao_dir.join("architect.meta.json"),
+    )
+    .unwrap();
+    std::fs::copy(
+        fixtures().join("ao-sessions/architect.jsonl"),
+        ao_dir.join("architect.jsonl"),
+    )
+    .unwrap();
 
     let server = watching(&db, tmp.path()).await;
-    let v = session_where(&server, CC, "the rest of the session", |s| s["status"] == "finished").await;
+    let v = session_where(&server, CC, "the rest of the session", |s| {
+        s["status"] == "finished"
+    })
+    .await;
     let row = &v["session"];
     assert_eq!(row["tool_calls"], 5);
     assert_eq!(row["tool_errors"], 1);
     assert_eq!(row["title"], "Fix parser nested-array depth limit");
-    assert_eq!(row["spans"], 14, "5 tools + 7 model turns + 2 runs, each once");
+    assert_eq!(
+        row["spans"], 14,
+        "5 tools + 7 model turns + 2 runs, each once"
+    );
     assert!(row["spans"].as_i64() > spans_before.as_i64());
-    let ao = session_where(&server, AO, "the ao session", |s| s["runs"] == 2 && s["status"] == "finished").await;
+    let ao = session_where(&server, AO, "the ao session", |s| {
+        s["runs"] == 2 && s["status"] == "finished"
+    })
+    .await;
     assert_eq!(ao["session"]["tool_calls"], 5);
     let size = std::fs::metadata(&file).unwrap().len();
     offset_reaches(&db, &file, size).await;
@@ -133,12 +166,17 @@ async fn growing_file_split_lines_and_restart_without_duplicates() {
         let sink = aotel::ingest::import::Sink::Remote(
             aotel::ingest::client::OtlpHttp::new(&server.otlp_http("")).unwrap(),
         );
-        aotel::ingest::import::import(&[file.clone()], &sink, |_| {}, |_, _, _| {}).await.unwrap()
+        aotel::ingest::import::import(&[file.clone()], &sink, |_| {}, |_, _, _| {})
+            .await
+            .unwrap()
     };
     assert_eq!(summary.spans, 14);
     let after = server.get_json(&format!("/api/sessions/{CC}")).await;
     assert_eq!(after["session"]["spans"], 14);
-    assert_eq!(after["session"]["updated_seq"], v["session"]["updated_seq"], "nothing was rewritten");
+    assert_eq!(
+        after["session"]["updated_seq"], v["session"]["updated_seq"],
+        "nothing was rewritten"
+    );
     server.stop().await;
 }
 
@@ -171,7 +209,10 @@ async fn truncated_and_replaced_files_are_read_again() {
     // Rotation: the file is renamed away and a new one takes its name.
     std::fs::rename(&path, dir.join("worker.jsonl.1")).unwrap();
     ao_copy(&dir, "worker", two);
-    session_where(&server, two, "session in the replacing file", |s| s["tool_calls"] == 5).await;
+    session_where(&server, two, "session in the replacing file", |s| {
+        s["tool_calls"] == 5
+    })
+    .await;
 
     // Truncation: the file is cut and written again, shorter (only the first run).
     let first_run: String = std::fs::read_to_string(&path)
@@ -181,13 +222,26 @@ async fn truncated_and_replaced_files_are_read_again() {
         .take(10)
         .map(|l| format!("{l}\n"))
         .collect();
-    std::fs::write(dir.join("worker.meta.json"), "{\"session_name\": \"worker\", \"agent\": \"a\"}").unwrap();
+    std::fs::write(
+        dir.join("worker.meta.json"),
+        "{\"session_name\": \"worker\", \"agent\": \"a\"}",
+    )
+    .unwrap();
     std::fs::write(&path, first_run).unwrap();
-    let v = session_where(&server, three, "session in the truncated file", |s| s["tool_calls"] == 4).await;
+    let v = session_where(&server, three, "session in the truncated file", |s| {
+        s["tool_calls"] == 4
+    })
+    .await;
     assert_eq!(v["session"]["runs"], 1);
 
     // The earlier sessions are still there, unchanged.
-    assert_eq!(server.get_json(&format!("/api/sessions/{one}")).await["session"]["tool_calls"], 5);
-    assert_eq!(server.get_json(&format!("/api/sessions/{two}")).await["session"]["tool_calls"], 5);
+    assert_eq!(
+        server.get_json(&format!("/api/sessions/{one}")).await["session"]["tool_calls"],
+        5
+    );
+    assert_eq!(
+        server.get_json(&format!("/api/sessions/{two}")).await["session"]["tool_calls"],
+        5
+    );
     server.stop().await;
 }

@@ -651,6 +651,7 @@ fn previous_copy(
             model: r.get(8)?,
             title: None,
             in_progress: r.get::<_, i64>(9)? & FLAG_IN_PROGRESS != 0,
+            tool_execution_error: false,
             is_error: r.get::<_, i32>(10)? == 2,
             is_root: r.get(11)?,
             usage: Usage {
