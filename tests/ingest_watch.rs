@@ -166,7 +166,7 @@ async fn growing_file_split_lines_and_restart_without_duplicates() {
         let sink = aotel::ingest::import::Sink::Remote(
             aotel::ingest::client::OtlpHttp::new(&server.otlp_http("")).unwrap(),
         );
-        aotel::ingest::import::import(&[file.clone()], &sink, |_| {}, |_, _, _| {})
+        aotel::ingest::import::import(std::slice::from_ref(&file), &sink, |_| {}, |_, _, _| {})
             .await
             .unwrap()
     };
