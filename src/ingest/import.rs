@@ -316,7 +316,10 @@ pub async fn run_cli(args: &ImportArgs) -> Result<bool, ImportError> {
     let progress = |done: usize, total: usize, spans: usize| {
         if tty && total > 1 {
             let width = 30;
-            let filled = (done * width).checked_div(total).unwrap_or(width).min(width);
+            let filled = (done * width)
+                .checked_div(total)
+                .unwrap_or(width)
+                .min(width);
             eprint!(
                 "\r\x1b[2K[{}{}] {done}/{total} files, {spans} spans",
                 "#".repeat(filled),
