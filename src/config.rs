@@ -12,6 +12,9 @@ pub struct Config {
     pub store: StoreOptions,
     /// Largest OTLP request accepted, after decompression, on gRPC and HTTP.
     pub max_request_bytes: usize,
+    /// Folders whose session files are followed as they grow (`serve --watch`).
+    pub watch: Vec<PathBuf>,
+    pub watch_interval: std::time::Duration,
 }
 
 impl Config {
@@ -21,6 +24,8 @@ impl Config {
             db: db.into(),
             store: StoreOptions::default(),
             max_request_bytes: 16 << 20,
+            watch: Vec::new(),
+            watch_interval: std::time::Duration::from_millis(500),
         }
     }
 }
@@ -67,6 +72,12 @@ pub struct ServeArgs {
     /// Allow binding a non-loopback address (nothing is authenticated yet)
     #[arg(long, env = "AOTEL_INSECURE")]
     pub insecure: bool,
+    /// Follow session files (*.jsonl, recursively) in this folder as they grow; repeatable
+    #[arg(long = "watch", env = "AOTEL_WATCH", value_delimiter = ',')]
+    pub watch: Vec<PathBuf>,
+    /// How often the watcher looks for changes, in milliseconds
+    #[arg(long, env = "AOTEL_WATCH_POLL_MS", default_value_t = 500)]
+    pub watch_poll_ms: u64,
 }
 
 impl ServeArgs {
@@ -97,6 +108,8 @@ impl ServeArgs {
                 ..StoreOptions::default()
             },
             max_request_bytes: self.max_request_bytes,
+            watch: self.watch.clone(),
+            watch_interval: std::time::Duration::from_millis(self.watch_poll_ms.max(10)),
         })
     }
 }

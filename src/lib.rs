@@ -2,6 +2,7 @@
 //! file, query APIs out. `run` starts a whole server on listeners the caller bound, so tests use port 0.
 
 pub mod config;
+pub mod ingest;
 pub mod model;
 pub mod query;
 pub mod receiver;
@@ -80,7 +81,9 @@ impl Listeners {
 
 /// The HTTP API router: the page, the query APIs and the legacy endpoints all hang off this.
 pub fn api_router(state: AppState) -> axum::Router {
-    query::api::router().with_state(state)
+    query::api::router()
+        .with_state(state.clone())
+        .merge(ingest::legacy::router(state))
 }
 
 fn serve_error(
@@ -140,7 +143,25 @@ pub async fn run(
             .with_graceful_shutdown(stopped())
             .into_future(),
     );
+    let watcher = (!config.watch.is_empty()).then(|| {
+        let opts = ingest::watch::WatchOptions {
+            dirs: config.watch.clone(),
+            interval: config.watch_interval,
+        };
+        tokio::spawn(ingest::watch::run(
+            store.writer.clone(),
+            store.reader.clone(),
+            opts,
+            stopped(),
+        ))
+    });
     let (g, h, a) = tokio::join!(grpc, http, api);
+    if let Some(Ok(Err(e))) = match watcher {
+        Some(w) => Some(w.await),
+        None => None,
+    } {
+        tracing::error!(error = %e, "session file watcher stopped with an error");
+    }
     let joined = |r: Result<
         Result<(), Box<dyn std::error::Error + Send + Sync>>,
         tokio::task::JoinError,

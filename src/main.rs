@@ -21,10 +21,14 @@ struct Cli {
 enum Command {
     /// Receive OTLP, store it, serve the page and APIs (the default)
     Serve(aotel::config::ServeArgs),
+    /// Import recorded sessions (ao-* session files, Claude Code transcripts); exits 2 if lines were skipped
+    Import(aotel::ingest::import::ImportArgs),
+    /// Follow session files as they grow, into the database (use `serve --watch` while a server runs)
+    Watch(aotel::ingest::watch::WatchArgs),
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<std::process::ExitCode> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -36,13 +40,26 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Serve(args)) => args,
+        Some(Command::Import(args)) => {
+            let skipped = aotel::ingest::import::run_cli(&args)
+                .await
+                .context("import failed")?;
+            return Ok(std::process::ExitCode::from(if skipped { 2 } else { 0 }));
+        }
+        Some(Command::Watch(args)) => {
+            aotel::ingest::watch::run_cli(&args, shutdown_signal())
+                .await
+                .context("watch failed")?;
+            return Ok(std::process::ExitCode::SUCCESS);
+        }
         None => cli.serve,
     };
     let config = args.config().map_err(anyhow::Error::msg)?;
     let listeners = aotel::Listeners::bind(args.grpc, args.http, args.api).await?;
     aotel::run(config, listeners, shutdown_signal())
         .await
-        .context("aotel stopped with an error")
+        .context("aotel stopped with an error")?;
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 /// Ctrl-C or SIGTERM.

@@ -25,25 +25,35 @@ struct Aotel {
     http: u16,
 }
 
+/// Starts aotel on free ports; if it exits (another process took a port in between), tries new ones.
 fn start(db: &Path) -> Aotel {
-    let (grpc, http, api) = (free_port(), free_port(), free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_aotel"))
-        .args(["--grpc", &format!("127.0.0.1:{grpc}")])
-        .args(["--http", &format!("127.0.0.1:{http}")])
-        .args(["--api", &format!("127.0.0.1:{api}")])
-        .arg("--db")
-        .arg(db)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn aotel");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", http)).is_err() {
-        assert!(Instant::now() < deadline, "aotel did not start listening");
-        std::thread::sleep(Duration::from_millis(20));
+    for _ in 0..5 {
+        let (grpc, http, api) = (free_port(), free_port(), free_port());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_aotel"))
+            .args(["--grpc", &format!("127.0.0.1:{grpc}")])
+            .args(["--http", &format!("127.0.0.1:{http}")])
+            .args(["--api", &format!("127.0.0.1:{api}")])
+            .arg("--db")
+            .arg(db)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn aotel");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", api)).is_ok() {
+                return Aotel { child, http };
+            }
+            if child.try_wait().expect("try_wait").is_some() || Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
-    Aotel { child, http }
+    panic!("aotel did not start listening");
 }
 
 /// One request of 50 spans in its own trace; the trace id encodes `n` so acknowledged ones can be found.

@@ -6,9 +6,10 @@ pub mod schema;
 pub mod session;
 mod writer;
 
+pub(crate) use read::spans_where;
 pub use read::{to_resource_logs, to_resource_spans, Reader, SessionFilter, StoredLog, StoredSpan};
 pub use session::SessionRow;
-pub use writer::{Receipt, Writer};
+pub use writer::{FileOffset, Receipt, Writer};
 
 use crate::model::facts::{LogFacts, SpanFacts};
 use crate::model::{ids, LogRecord, Span};

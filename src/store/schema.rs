@@ -99,6 +99,19 @@ pub const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     INSERT OR IGNORE INTO operations(service, name, kind) SELECT DISTINCT service, name, kind FROM spans;
     "#,
+    // 3: how far `aotel watch` has read each session file (and which file that was), so a restart
+    // resumes there.
+    r#"
+    CREATE TABLE watch_offsets(
+        path TEXT PRIMARY KEY,
+        offset INTEGER NOT NULL,
+        dev INTEGER NOT NULL,
+        ino INTEGER NOT NULL,
+        head_len INTEGER NOT NULL,
+        head BLOB NOT NULL,
+        updated_ns INTEGER NOT NULL
+    );
+    "#,
 ];
 
 pub fn version(conn: &Connection) -> rusqlite::Result<usize> {

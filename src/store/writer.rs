@@ -26,8 +26,22 @@ pub struct Receipt {
 
 enum Msg {
     Job(Job),
+    /// Record how far the watcher read a file; applied after every job queued before it.
+    Offset(FileOffset, oneshot::Sender<Result<(), StoreError>>),
     /// Commit everything queued before it, then stop.
     Stop,
+}
+
+/// How far `aotel watch` has read one file, and what identifies that file (see `ingest::watch`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileOffset {
+    pub path: String,
+    pub offset: u64,
+    pub dev: u64,
+    pub ino: u64,
+    /// SHA-256 (16 bytes) of the file's first `head_len` bytes: tells a replaced file from a grown one.
+    pub head_len: u64,
+    pub head: Vec<u8>,
 }
 
 struct Job {
@@ -103,6 +117,17 @@ impl Writer {
 
     fn permits(&self, approx_bytes: usize) -> u32 {
         approx_bytes.clamp(1, self.budget_bytes) as u32
+    }
+
+    /// Records a watched file's offset through the one write connection. The watcher calls it after the
+    /// spans read up to `offset` were acknowledged, so a crash in between only means a harmless re-read.
+    pub async fn record_file_offset(&self, offset: FileOffset) -> Result<(), StoreError> {
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Offset(offset, done))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Asks the writer to commit what is queued and stop; later writes fail with `Closed`.
@@ -218,16 +243,26 @@ impl WriterState {
     ) {
         let mut stopping = false;
         while !stopping {
-            let Some(Msg::Job(first)) = rx.blocking_recv() else {
-                break;
+            let first = match rx.blocking_recv() {
+                Some(Msg::Job(job)) => job,
+                Some(Msg::Offset(offset, done)) => {
+                    let _ = done.send(self.save_offset(&offset));
+                    continue;
+                }
+                Some(Msg::Stop) | None => break,
             };
             let mut items = first.prepared.items;
             let mut jobs = vec![first];
+            let mut offset_after = None;
             while items < GROUP_ITEMS {
                 match rx.try_recv() {
                     Ok(Msg::Job(job)) => {
                         items += job.prepared.items;
                         jobs.push(job);
+                    }
+                    Ok(Msg::Offset(offset, done)) => {
+                        offset_after = Some((offset, done));
+                        break;
                     }
                     Ok(Msg::Stop) => {
                         stopping = true;
@@ -271,12 +306,35 @@ impl WriterState {
                     }
                 }
             }
+            if let Some((offset, done)) = offset_after {
+                let _ = done.send(self.save_offset(&offset));
+            }
         }
         rx.close();
         if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
             tracing::warn!(error = %e, "final checkpoint failed");
         }
         tracing::debug!("writer stopped");
+    }
+
+    fn save_offset(&mut self, o: &FileOffset) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO watch_offsets(path, offset, dev, ino, head_len, head, updated_ns)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(path) DO UPDATE SET offset = excluded.offset, dev = excluded.dev, ino = excluded.ino,
+                    head_len = excluded.head_len, head = excluded.head, updated_ns = excluded.updated_ns",
+            )?
+            .execute(params![
+                o.path,
+                o.offset as i64,
+                o.dev as i64,
+                o.ino as i64,
+                o.head_len as i64,
+                o.head,
+                crate::model::time::now_ns() as i64
+            ])?;
+        Ok(())
     }
 
     fn commit(
@@ -527,7 +585,7 @@ fn previous_copy(
     tx.prepare_cached(
         "SELECT body, resource_id, scope_id, session, service, operation, tool, agent, model, flags, status,
             parent_span_id IS NULL, end_ns, input_tokens, output_tokens, cache_read_tokens,
-            cache_creation_tokens, cost_usd
+            cache_creation_tokens, cost_usd, name
          FROM spans WHERE trace_id = ?1 AND span_id = ?2",
     )?
     .query_row(params![span.trace_id, span.span_id], |r| {
@@ -546,6 +604,8 @@ fn previous_copy(
             in_progress: r.get::<_, i64>(9)? & FLAG_IN_PROGRESS != 0,
             is_error: r.get::<_, i32>(10)? == 2,
             is_root: r.get(11)?,
+            tool_execution_error: r.get::<_, i32>(10)? == 2
+                && r.get_ref(18)?.as_str()? == facts::CLAUDE_CODE_TOOL_EXECUTION,
             usage: Usage {
                 input_tokens: r.get(13)?,
                 output_tokens: r.get(14)?,
