@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod ingest;
+pub mod metrics;
 pub mod model;
 pub mod query;
 pub mod receiver;
@@ -82,6 +83,7 @@ impl Listeners {
 /// The HTTP API router: the page, the query APIs and the legacy endpoints all hang off this.
 pub fn api_router(state: AppState) -> axum::Router {
     query::api::router()
+        .merge(query::metrics::router())
         .with_state(state.clone())
         .merge(ingest::legacy::router(state))
 }
@@ -128,11 +130,11 @@ pub async fn run(
     // place would keep every connection it drives on the caller's thread.
     let grpc = tokio::spawn(receiver::grpc::serve(
         listeners.grpc,
-        store.writer.clone(),
+        store.writer.tagged("grpc"),
         config.max_request_bytes,
         stopped(),
     ));
-    let http_app = receiver::http::router(store.writer.clone(), config.max_request_bytes);
+    let http_app = receiver::http::router(store.writer.tagged("http"), config.max_request_bytes);
     let http = tokio::spawn(
         axum::serve(listeners.http, http_app)
             .with_graceful_shutdown(stopped())
@@ -149,7 +151,7 @@ pub async fn run(
             interval: config.watch_interval,
         };
         tokio::spawn(ingest::watch::run(
-            store.writer.clone(),
+            store.writer.tagged("watch"),
             store.reader.clone(),
             opts,
             stopped(),

@@ -343,7 +343,7 @@ pub async fn run_cli(args: &ImportArgs) -> Result<bool, ImportError> {
                 .clone()
                 .unwrap_or_else(crate::config::default_db_path);
             let store = crate::store::open(&db, &crate::store::StoreOptions::default())?;
-            (Sink::Local(store.writer.clone()), Some(store))
+            (Sink::Local(store.writer.tagged("import")), Some(store))
         }
     };
     let result = import(&args.paths, &sink, on_skip, progress).await;

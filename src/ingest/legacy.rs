@@ -475,7 +475,7 @@ async fn post_event(State(s): State<Legacy>, body: Bytes) -> Response {
     };
     let bytes = batch.spans.iter().map(Message::encoded_len).sum::<usize>()
         + batch.logs.iter().map(Message::encoded_len).sum::<usize>();
-    match s.app.writer.write(batch, bytes).await {
+    match s.app.writer.tagged("events").write(batch, bytes).await {
         Ok(_) => Json(json!({
             "status": "ok",
             "event_type": ev.type_name,

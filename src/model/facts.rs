@@ -211,6 +211,10 @@ pub struct LogFacts {
     pub event_name: Option<String>,
     pub tool_call: bool,
     pub tool_error: bool,
+    /// The tool a `tool_result` event is about.
+    pub tool: Option<String>,
+    /// Duration a `tool_result` event reports (`duration_ms`), in seconds.
+    pub tool_duration_s: Option<f64>,
     pub usage: Usage,
     pub model: Option<String>,
 }
@@ -251,6 +255,12 @@ pub fn log_facts(log: &LogRecord, resource_attrs: &[KeyValue]) -> LogFacts {
         event_name,
         tool_call,
         tool_error,
+        tool: tool_call
+            .then(|| first_str(attrs, TOOL_KEYS).map(str::to_string))
+            .flatten(),
+        tool_duration_s: tool_call
+            .then(|| first_f64(attrs, &["duration_ms"]).map(|ms| ms / 1000.0))
+            .flatten(),
         usage,
         model: first_str(attrs, MODEL_KEYS).map(str::to_string),
     }

@@ -1,6 +1,7 @@
 //! OTLP/HTTP: `POST /v1/traces` and `/v1/logs`, protobuf or JSON, optional gzip, answered in kind.
 
 use super::{export_logs, export_traces, RETRY_AFTER_SECS};
+use crate::metrics::label;
 use crate::store::{StoreError, Writer};
 use axum::body::Body;
 use axum::extract::State;
@@ -48,6 +49,7 @@ struct Refusal {
     status: StatusCode,
     code: i32,
     message: String,
+    queue_full: bool,
 }
 
 const INVALID_ARGUMENT: i32 = 3;
@@ -60,6 +62,7 @@ impl Refusal {
             status,
             code,
             message: message.into(),
+            queue_full: false,
         }
     }
 
@@ -215,11 +218,14 @@ fn decode<T: Message + Default + DeserializeOwned>(
 
 fn store_refusal(err: StoreError) -> Refusal {
     match err {
-        StoreError::Busy => Refusal::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            UNAVAILABLE,
-            "aotel's ingest queue is full; retry after the Retry-After delay",
-        ),
+        StoreError::Busy => Refusal {
+            queue_full: true,
+            ..Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                UNAVAILABLE,
+                "aotel's ingest queue is full; retry after the Retry-After delay",
+            )
+        },
         StoreError::Closed => Refusal::new(
             StatusCode::SERVICE_UNAVAILABLE,
             UNAVAILABLE,
@@ -252,7 +258,7 @@ where
 {
     let format = match format_of(&headers) {
         Ok(f) => f,
-        Err(r) => return r.into_response(Format::Json),
+        Err(r) => return count(&s.writer, r).into_response(Format::Json),
     };
     let result = async {
         let bytes = read_body(&headers, body, s.max_bytes).await?;
@@ -264,8 +270,31 @@ where
     .await;
     match result {
         Ok(resp) => encode(format, &resp, StatusCode::OK),
-        Err(r) => r.into_response(format),
+        Err(r) => count(&s.writer, r).into_response(format),
     }
+}
+
+/// Counts a refused request by reason; a full queue was already counted where it was detected.
+fn count(writer: &Writer, r: Refusal) -> Refusal {
+    let reason = match r.status {
+        StatusCode::BAD_REQUEST => Some("malformed"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => Some("unsupported"),
+        StatusCode::PAYLOAD_TOO_LARGE => Some("too_large"),
+        _ if r.queue_full => None,
+        _ => Some("unavailable"),
+    };
+    if let Some(reason) = reason {
+        writer.metrics().inc(
+            "aotel_rejected_requests_total",
+            format!(
+                "{},{}",
+                label("transport", writer.transport()),
+                label("reason", reason)
+            ),
+            1.0,
+        );
+    }
+    r
 }
 
 async fn traces(State(s): State<HttpState>, headers: HeaderMap, body: Body) -> Response {

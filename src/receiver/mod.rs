@@ -74,6 +74,14 @@ pub fn check_logs(req: &mut ExportLogsServiceRequest) -> (i64, String) {
     (rejected, summary(rejected, "log record", first_reason))
 }
 
+fn count_invalid(writer: &Writer, metric: &'static str, rejected: i64) {
+    writer.metrics().inc(
+        metric,
+        crate::metrics::label("reason", "invalid_id"),
+        rejected as f64,
+    );
+}
+
 fn summary(rejected: i64, what: &str, first: Option<String>) -> String {
     match (rejected, first) {
         (0, _) | (_, None) => String::new(),
@@ -88,6 +96,7 @@ pub async fn export_traces(
     approx_bytes: usize,
 ) -> Result<ExportTraceServiceResponse, StoreError> {
     let (rejected, message) = check_traces(&mut req);
+    count_invalid(writer, "aotel_rejected_spans_total", rejected);
     let batch = Batch {
         spans: req.resource_spans,
         logs: Vec::new(),
@@ -109,6 +118,7 @@ pub async fn export_logs(
     approx_bytes: usize,
 ) -> Result<ExportLogsServiceResponse, StoreError> {
     let (rejected, message) = check_logs(&mut req);
+    count_invalid(writer, "aotel_rejected_log_records_total", rejected);
     let batch = Batch {
         spans: Vec::new(),
         logs: req.resource_logs,

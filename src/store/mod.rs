@@ -4,6 +4,7 @@ mod prepare;
 mod read;
 pub mod schema;
 pub mod session;
+pub mod stats;
 mod writer;
 
 pub(crate) use read::spans_where;

@@ -112,6 +112,20 @@ pub const MIGRATIONS: &[&str] = &[
         updated_ns INTEGER NOT NULL
     );
     "#,
+    // 4: agent-behaviour statistics for /metrics, and the label values they use (capped).
+    r#"
+    CREATE TABLE stats(
+        metric TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        value REAL NOT NULL,
+        PRIMARY KEY(metric, labels)
+    ) WITHOUT ROWID;
+    CREATE TABLE stat_dims(
+        dim TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY(dim, value)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 pub fn version(conn: &Connection) -> rusqlite::Result<usize> {

@@ -3,7 +3,9 @@
 
 use super::prepare::{prepare, Meta, Prepared, PreparedLog, PreparedSpan};
 use super::session::{Counters, SessionRow};
+use super::stats::{label, Dims, StatsDelta};
 use super::{Committed, LogSummary, SpanSummary, StoreError, StoreOptions};
+use crate::metrics::Metrics;
 use crate::model::facts::{self, SpanFacts, Usage, OP_AGENT};
 use crate::model::Batch;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
@@ -60,17 +62,71 @@ pub struct Writer {
     queued: Arc<AtomicUsize>,
     changes: broadcast::Sender<Arc<Committed>>,
     max_attr: usize,
+    metrics: Arc<Metrics>,
+    /// The ingest path this handle writes for, as the `transport` label of the ingest metrics.
+    transport: &'static str,
 }
 
 impl Writer {
+    /// A handle that counts what it writes under `transport` (grpc, http, events, watch, import).
+    pub fn tagged(&self, transport: &'static str) -> Writer {
+        Writer {
+            transport,
+            ..self.clone()
+        }
+    }
+
+    /// The collector's own counters, shared by every handle.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn transport(&self) -> &'static str {
+        self.transport
+    }
+
+    fn count_received(&self, batch: &Batch) {
+        let t = label("transport", self.transport);
+        self.metrics.inc(
+            "aotel_received_spans_total",
+            t.clone(),
+            batch.span_count() as f64,
+        );
+        self.metrics.inc(
+            "aotel_received_log_records_total",
+            t,
+            batch.log_count() as f64,
+        );
+    }
+
+    fn count_busy(&self) -> StoreError {
+        self.metrics.inc(
+            "aotel_rejected_requests_total",
+            format!(
+                "{},{}",
+                label("transport", self.transport),
+                label("reason", "queue_full")
+            ),
+            1.0,
+        );
+        StoreError::Busy
+    }
+
+    /// Bytes of requests waiting for the writer.
+    pub fn queue_bytes(&self) -> usize {
+        self.budget_bytes
+            .saturating_sub(self.budget.available_permits())
+    }
+
     /// Stores `batch`, answering only once it is committed. Fails fast with `StoreError::Busy` when the
     /// queue's byte budget is used up, so receivers can push back instead of buffering without bound.
     pub async fn write(&self, batch: Batch, approx_bytes: usize) -> Result<Receipt, StoreError> {
+        self.count_received(&batch);
         let permit = self
             .budget
             .clone()
             .try_acquire_many_owned(self.permits(approx_bytes))
-            .map_err(|_| StoreError::Busy)?;
+            .map_err(|_| self.count_busy())?;
         let (done, rx) = oneshot::channel();
         self.tx
             .try_send(Msg::Job(Job {
@@ -79,7 +135,7 @@ impl Writer {
                 done,
             }))
             .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => StoreError::Busy,
+                mpsc::error::TrySendError::Full(_) => self.count_busy(),
                 mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
             })?;
         self.queued.fetch_add(1, Ordering::Relaxed);
@@ -96,6 +152,7 @@ impl Writer {
         batch: Batch,
         approx_bytes: usize,
     ) -> Result<Receipt, StoreError> {
+        self.count_received(&batch);
         let permit = self
             .budget
             .clone()
@@ -154,7 +211,8 @@ pub(super) fn spawn(
     let (changes, _) = broadcast::channel(opts.live_buffer.max(16));
     let budget_bytes = opts.queue_bytes.clamp(1, u32::MAX as usize >> 1);
     let queued = Arc::new(AtomicUsize::new(0));
-    let mut state = WriterState::new(conn)?;
+    let metrics = Arc::new(Metrics::default());
+    let mut state = WriterState::new(conn, metrics.clone())?;
     let writer = Writer {
         tx,
         budget: Arc::new(Semaphore::new(budget_bytes)),
@@ -162,6 +220,8 @@ pub(super) fn spawn(
         queued: queued.clone(),
         changes: changes.clone(),
         max_attr: opts.max_attribute_bytes,
+        metrics: metrics.clone(),
+        transport: "other",
     };
     let handle = std::thread::Builder::new()
         .name("aotel-writer".into())
@@ -181,6 +241,8 @@ struct SessionState {
 
 struct WriterState {
     conn: Connection,
+    metrics: Arc<Metrics>,
+    dims: Dims,
     next_span_seq: i64,
     next_log_seq: i64,
     resources: HashMap<[u8; 16], i64>,
@@ -198,12 +260,17 @@ struct Pending {
     session_traces: HashMap<String, HashSet<Vec<u8>>>,
     spans: Vec<SpanSummary>,
     logs: Vec<LogSummary>,
+    stats: StatsDelta,
+    /// Lent by the writer state for the transaction (re-read if it rolls back).
+    dims: Dims,
 }
 
 impl WriterState {
-    fn new(conn: Connection) -> Result<Self, StoreError> {
+    fn new(conn: Connection, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
         let mut state = WriterState {
             conn,
+            metrics,
+            dims: Dims::default(),
             next_span_seq: 1,
             next_log_seq: 1,
             resources: HashMap::new(),
@@ -220,6 +287,7 @@ impl WriterState {
         self.resources.clear();
         self.scopes.clear();
         self.operations.clear();
+        self.dims = Dims::load(&self.conn)?;
         let hwm = |key: &str, table: &str| -> rusqlite::Result<i64> {
             let stored: Option<i64> = self
                 .conn
@@ -341,7 +409,11 @@ impl WriterState {
         &mut self,
         batches: &[&Prepared],
     ) -> Result<(Vec<Receipt>, Option<Committed>), StoreError> {
-        let mut pending = Pending::default();
+        let started = std::time::Instant::now();
+        let mut pending = Pending {
+            dims: std::mem::take(&mut self.dims),
+            ..Pending::default()
+        };
         let mut receipts = Vec::with_capacity(batches.len());
         let tx = self.conn.transaction()?;
         let mut seqs = (self.next_span_seq, self.next_log_seq);
@@ -381,6 +453,7 @@ impl WriterState {
             receipts.push(receipt);
         }
         let sessions = write_sessions(&tx, &mut pending, seqs.0 - 1)?;
+        pending.stats.flush(&tx)?;
         tx.prepare_cached(
             "INSERT INTO meta(key, value) VALUES ('span_seq', ?1), ('log_seq', ?2)
              ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -388,6 +461,18 @@ impl WriterState {
         .execute(params![seqs.0 - 1, seqs.1 - 1])?;
         tx.commit()?;
         (self.next_span_seq, self.next_log_seq) = seqs;
+        self.dims = std::mem::take(&mut pending.dims);
+        self.metrics.observe_commit(started.elapsed().as_secs_f64());
+        let stored = receipts
+            .iter()
+            .fold((0, 0), |(s, l), r| (s + r.spans, l + r.logs));
+        self.metrics
+            .inc("aotel_stored_spans_total", String::new(), stored.0 as f64);
+        self.metrics.inc(
+            "aotel_stored_log_records_total",
+            String::new(),
+            stored.1 as f64,
+        );
         let live = !pending.spans.is_empty() || !pending.logs.is_empty();
         let committed = live.then_some(Committed {
             sessions,
@@ -532,10 +617,12 @@ fn store_span(
              ON CONFLICT(trace_id, span_id) DO NOTHING",
         )?
         .execute(values)?;
+    let mut replaced: Option<SpanFacts> = None;
     if inserted == 0 {
         let Some((old, old_end, same)) = previous_copy(tx, span, resource_id, scope_id)? else {
             return Ok(false);
         };
+        let old = (old, old_end);
         if same {
             return Ok(false);
         }
@@ -549,9 +636,10 @@ fn store_span(
              WHERE trace_id = ?2 AND span_id = ?3",
         )?
         .execute(values)?;
-        session_mut(tx, pending, &old.session, &old.service)?
+        session_mut(tx, pending, &old.0.session, &old.0.service)?
             .counters
-            .apply_span(&old, old_end, -1);
+            .apply_span(&old.0, old.1, -1);
+        replaced = Some(old.0);
     }
     *next_seq += 1;
     let state = session_mut(tx, pending, &f.session, &f.service)?;
@@ -565,7 +653,22 @@ fn store_span(
     {
         state.agent.clone_from(&f.agent);
     }
+    // Cost is counted by agent; only then is the session's agent worth a copy.
+    let agent = if f.usage.cost_usd > 0.0 {
+        state.agent.clone()
+    } else {
+        None
+    };
     note_trace(pending, &f.session, &span.trace_id);
+    let duration_s = span.end_ns.saturating_sub(span.start_ns) as f64 / 1e9;
+    pending.stats.span(
+        tx,
+        &mut pending.dims,
+        f,
+        replaced.as_ref(),
+        duration_s,
+        agent.as_deref(),
+    )?;
     if let Some(summary) = &span.summary {
         let mut summary = summary.clone();
         summary.seq = seq;
@@ -655,9 +758,11 @@ fn store_log(
         return Ok(false);
     }
     *next_seq += 1;
+    let mut agent = None;
     if let Some(session) = &f.session {
         let state = session_mut(tx, pending, session, service)?;
         state.counters.apply_log(f);
+        agent.clone_from(&state.agent);
         if log.time_ns > 0 {
             state.first_ns = state.first_ns.min(log.time_ns);
             state.last_ns = state.last_ns.max(log.time_ns);
@@ -666,6 +771,9 @@ fn store_log(
             note_trace(pending, session, trace_id);
         }
     }
+    pending
+        .stats
+        .log(tx, &mut pending.dims, f, agent.as_deref())?;
     if let Some(summary) = &log.summary {
         let mut summary = summary.clone();
         summary.seq = seq;
