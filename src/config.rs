@@ -1,9 +1,11 @@
 //! Settings for a running aotel and the command line that sets them.
 
+use crate::auth::Tokens;
 use crate::store::{Durability, StoreOptions};
 use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Everything `run` needs besides the listeners.
 #[derive(Debug, Clone)]
@@ -15,6 +17,8 @@ pub struct Config {
     /// Folders whose session files are followed as they grow (`serve --watch`).
     pub watch: Vec<PathBuf>,
     pub watch_interval: std::time::Duration,
+    /// Bearer tokens for ingest and for reading; unset means open.
+    pub tokens: Tokens,
 }
 
 impl Config {
@@ -26,6 +30,7 @@ impl Config {
             max_request_bytes: 16 << 20,
             watch: Vec::new(),
             watch_interval: std::time::Duration::from_millis(500),
+            tokens: Tokens::default(),
         }
     }
 }
@@ -69,7 +74,13 @@ pub struct ServeArgs {
     /// Attribute values longer than this many bytes are cut and marked `ao.truncated=true`
     #[arg(long, env = "AOTEL_MAX_ATTRIBUTE_BYTES", default_value_t = 256 << 10)]
     pub max_attribute_bytes: usize,
-    /// Allow binding a non-loopback address (nothing is authenticated yet)
+    /// Token that OTLP clients and `POST /events` must send as `Authorization: Bearer <token>`
+    #[arg(long, env = "AOTEL_INGEST_TOKEN", hide_env_values = true)]
+    pub ingest_token: Option<String>,
+    /// Token that the page, WebSocket, query APIs and /metrics need (header, cookie or `?token=`)
+    #[arg(long, env = "AOTEL_READ_TOKEN", hide_env_values = true)]
+    pub read_token: Option<String>,
+    /// Allow binding a non-loopback address without both tokens set
     #[arg(long, env = "AOTEL_INSECURE")]
     pub insecure: bool,
     /// Follow session files (*.jsonl, recursively) in this folder as they grow; repeatable
@@ -82,7 +93,13 @@ pub struct ServeArgs {
 
 impl ServeArgs {
     pub fn config(&self) -> Result<Config, String> {
-        if !self.insecure {
+        let token = |t: &Option<String>| t.as_deref().filter(|t| !t.is_empty()).map(Arc::from);
+        let tokens = Tokens {
+            ingest: token(&self.ingest_token),
+            read: token(&self.read_token),
+        };
+        let authenticated = tokens.ingest.is_some() && tokens.read.is_some();
+        if !self.insecure && !authenticated {
             for (name, addr) in [
                 ("--grpc", self.grpc),
                 ("--http", self.http),
@@ -90,8 +107,8 @@ impl ServeArgs {
             ] {
                 if !addr.ip().is_loopback() {
                     return Err(format!(
-                        "{name} {addr} is not a loopback address and aotel has no authentication configured; \
-                         pass --insecure to expose it anyway"
+                        "{name} {addr} is not a loopback address and not both --ingest-token and --read-token \
+                         are set; set them, or pass --insecure to expose it anyway"
                     ));
                 }
             }
@@ -110,6 +127,7 @@ impl ServeArgs {
             max_request_bytes: self.max_request_bytes,
             watch: self.watch.clone(),
             watch_interval: std::time::Duration::from_millis(self.watch_poll_ms.max(10)),
+            tokens,
         })
     }
 }

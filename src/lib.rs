@@ -1,6 +1,7 @@
 //! aotel: an OpenTelemetry-native collector for AI-agent sessions. OTLP in (gRPC, HTTP), one SQLite
 //! file, query APIs out. `run` starts a whole server on listeners the caller bound, so tests use port 0.
 
+pub mod auth;
 pub mod config;
 pub mod ingest;
 pub mod metrics;
@@ -82,10 +83,14 @@ impl Listeners {
 
 /// The HTTP API router: the page, the query APIs and the legacy endpoints all hang off this.
 pub fn api_router(state: AppState) -> axum::Router {
+    let tokens = state.config.tokens.clone();
     query::api::router()
         .merge(query::metrics::router())
         .with_state(state.clone())
         .merge(ingest::legacy::router(state))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            auth::api_layer(tokens.clone(), req, next)
+        }))
 }
 
 fn serve_error(
@@ -132,9 +137,14 @@ pub async fn run(
         listeners.grpc,
         store.writer.tagged("grpc"),
         config.max_request_bytes,
+        config.tokens.clone(),
         stopped(),
     ));
-    let http_app = receiver::http::router(store.writer.tagged("http"), config.max_request_bytes);
+    let tokens = config.tokens.clone();
+    let http_app = receiver::http::router(store.writer.tagged("http"), config.max_request_bytes)
+        .layer(axum::middleware::from_fn(move |req, next| {
+            auth::ingest_layer(tokens.clone(), req, next)
+        }));
     let http = tokio::spawn(
         axum::serve(listeners.http, http_app)
             .with_graceful_shutdown(stopped())

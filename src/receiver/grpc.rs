@@ -1,6 +1,7 @@
 //! OTLP/gRPC: `TraceService/Export` and `LogsService/Export`, gzip, bounded message size.
 
 use super::{export_logs, export_traces};
+use crate::auth::{GrpcAuth, Tokens};
 use crate::model::{
     ExportLogsServiceRequest, ExportLogsServiceResponse, ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -14,6 +15,7 @@ use prost::Message;
 use std::future::Future;
 use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
@@ -71,6 +73,7 @@ pub async fn serve(
     listener: TcpListener,
     writer: Writer,
     max_message_bytes: usize,
+    tokens: Tokens,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let receiver = Receiver { writer };
@@ -83,9 +86,10 @@ pub async fn serve(
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(max_message_bytes);
+    let auth = GrpcAuth(tokens);
     tonic::transport::Server::builder()
-        .add_service(traces)
-        .add_service(logs)
+        .add_service(InterceptedService::new(traces, auth.clone()))
+        .add_service(InterceptedService::new(logs, auth))
         .serve_with_incoming_shutdown(
             TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,
