@@ -50,6 +50,9 @@ pub fn default_db_path() -> PathBuf {
 /// Flags of `aotel serve` (also the default command).
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    /// TOML file with any of these settings (keys are the flag names); flags and AOTEL_* win over it
+    #[arg(long, env = "AOTEL_CONFIG")]
+    pub config: Option<PathBuf>,
     /// SQLite database file [default: ~/.local/share/aotel/aotel.db]
     #[arg(long, env = "AOTEL_DB")]
     pub db: Option<PathBuf>,
@@ -130,4 +133,124 @@ impl ServeArgs {
             tokens,
         })
     }
+}
+
+/// Settings from a `--config` TOML file, which rank below flags and `AOTEL_*` variables: a key is used
+/// only where neither set that option. Keys are the long flag names (`max-request-bytes` or
+/// `max_request_bytes`); arrays give repeatable options. An unknown key, a value of the wrong type, or
+/// an unreadable file is an error naming the file and the key.
+pub fn with_config_file(
+    cmd: clap::Command,
+    argv: Vec<std::ffi::OsString>,
+) -> Result<clap::ArgMatches, ConfigError> {
+    let matches = cmd.clone().try_get_matches_from(&argv)?;
+    let (serve_cmd, serve) = match matches.subcommand() {
+        Some(("serve", sub)) => (
+            cmd.find_subcommand("serve")
+                .cloned()
+                .unwrap_or_else(|| cmd.clone()),
+            sub,
+        ),
+        Some(_) => return Ok(matches),
+        None => (cmd.clone(), &matches),
+    };
+    let Some(path) = serve.get_one::<PathBuf>("config").cloned() else {
+        return Ok(matches);
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("config file {}: cannot read it: {e}", path.display()))?;
+    let table: toml::Table = text.parse().map_err(|e| {
+        ConfigError::File(format!(
+            "config file {}: not valid TOML: {e}",
+            path.display()
+        ))
+    })?;
+    let mut extra: Vec<std::ffi::OsString> = Vec::new();
+    for (key, value) in &table {
+        let long = key.replace('_', "-");
+        let Some(arg) = serve_cmd
+            .get_arguments()
+            .find(|a| a.get_long() == Some(long.as_str()) && long != "config")
+        else {
+            return Err(ConfigError::File(format!(
+                "config file {}: unknown key {key:?}",
+                path.display()
+            )));
+        };
+        let given = serve.value_source(arg.get_id().as_str());
+        if matches!(
+            given,
+            Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable)
+        ) {
+            continue;
+        }
+        let scalar = |v: &toml::Value| -> Result<Option<String>, ConfigError> {
+            match v {
+                toml::Value::String(s) => Ok(Some(s.clone())),
+                toml::Value::Integer(i) => Ok(Some(i.to_string())),
+                toml::Value::Float(f) => Ok(Some(f.to_string())),
+                toml::Value::Boolean(true) => Ok(None),
+                other => Err(ConfigError::File(format!(
+                    "config file {}: key {key:?} has a value of type {} that it cannot take",
+                    path.display(),
+                    other.type_str()
+                ))),
+            }
+        };
+        let is_flag = matches!(arg.get_action(), clap::ArgAction::SetTrue);
+        match value {
+            toml::Value::Boolean(false) if is_flag => {}
+            toml::Value::Boolean(true) if is_flag => extra.push(format!("--{long}").into()),
+            toml::Value::Boolean(_) => {
+                return Err(ConfigError::File(format!(
+                    "config file {}: key {key:?} takes a value, not true/false",
+                    path.display()
+                )))
+            }
+            toml::Value::Array(items) => {
+                for item in items {
+                    if let Some(v) = scalar(item)? {
+                        extra.push(format!("--{long}={v}").into());
+                    }
+                }
+            }
+            v => {
+                if let Some(v) = scalar(v)? {
+                    extra.push(format!("--{long}={v}").into());
+                }
+            }
+        }
+    }
+    if extra.is_empty() {
+        return Ok(matches);
+    }
+    // Options after the last token belong to the subcommand given (or the top level), so appending works
+    // for `aotel --config f` and `aotel serve --config f` alike.
+    let mut argv = argv;
+    argv.extend(extra);
+    cmd.try_get_matches_from(&argv).map_err(|e| {
+        // clap names the flag (`--max-request-bytes`), which is the key without underscores.
+        let first = e.to_string();
+        let first = first
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim_start_matches("error: ");
+        ConfigError::File(format!("config file {}: {first}", path.display()))
+    })
+}
+
+impl From<String> for ConfigError {
+    fn from(message: String) -> ConfigError {
+        ConfigError::File(message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// From the command line or environment: clap prints these itself (including --help).
+    #[error(transparent)]
+    Cli(#[from] clap::Error),
+    #[error("{0}")]
+    File(String),
 }

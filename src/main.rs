@@ -1,7 +1,7 @@
 //! The `aotel` command: parse the command line, set up logging, call the library.
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -37,7 +37,16 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let matches =
+        match aotel::config::with_config_file(Cli::command(), std::env::args_os().collect()) {
+            Ok(m) => m,
+            Err(aotel::config::ConfigError::Cli(e)) => e.exit(),
+            Err(aotel::config::ConfigError::File(message)) => {
+                eprintln!("error: {message}");
+                return Ok(std::process::ExitCode::from(2));
+            }
+        };
+    let cli = Cli::from_arg_matches(&matches)?;
     let args = match cli.command {
         Some(Command::Serve(args)) => args,
         Some(Command::Import(args)) => {
