@@ -123,7 +123,7 @@ impl Tokens {
 pub fn access_for_api(method: &Method, path: &str) -> Access {
     match path {
         "/healthz" | "/readyz" => Access::Open,
-        "/events" if method == Method::POST => Access::Ingest,
+        "/events" | "/api/retention/run" if method == Method::POST => Access::Ingest,
         _ => Access::Read,
     }
 }

@@ -1,6 +1,7 @@
 //! Settings for a running aotel and the command line that sets them.
 
 use crate::auth::Tokens;
+use crate::store::retention::{parse_duration, RetentionPolicy};
 use crate::store::{Durability, StoreOptions};
 use clap::Args;
 use std::net::SocketAddr;
@@ -19,6 +20,8 @@ pub struct Config {
     pub watch_interval: std::time::Duration,
     /// Bearer tokens for ingest and for reading; unset means open.
     pub tokens: Tokens,
+    pub retention: RetentionPolicy,
+    pub retention_interval: std::time::Duration,
 }
 
 impl Config {
@@ -31,6 +34,8 @@ impl Config {
             watch: Vec::new(),
             watch_interval: std::time::Duration::from_millis(500),
             tokens: Tokens::default(),
+            retention: RetentionPolicy::default(),
+            retention_interval: std::time::Duration::from_secs(300),
         }
     }
 }
@@ -83,6 +88,15 @@ pub struct ServeArgs {
     /// Token that the page, WebSocket, query APIs and /metrics need (header, cookie or `?token=`)
     #[arg(long, env = "AOTEL_READ_TOKEN", hide_env_values = true)]
     pub read_token: Option<String>,
+    /// Delete sessions whose last activity is older than this (e.g. 30d, 12h); unset keeps everything
+    #[arg(long, env = "AOTEL_RETENTION_AGE", value_parser = parse_duration)]
+    pub retention_age: Option<std::time::Duration>,
+    /// Delete the oldest sessions while the database holds more than this many bytes
+    #[arg(long, env = "AOTEL_RETENTION_MAX_BYTES")]
+    pub retention_max_bytes: Option<u64>,
+    /// How often retention runs (e.g. 5m)
+    #[arg(long, env = "AOTEL_RETENTION_INTERVAL", value_parser = parse_duration, default_value = "5m")]
+    pub retention_interval: std::time::Duration,
     /// Allow binding a non-loopback address without both tokens set
     #[arg(long, env = "AOTEL_INSECURE")]
     pub insecure: bool,
@@ -131,6 +145,13 @@ impl ServeArgs {
             watch: self.watch.clone(),
             watch_interval: std::time::Duration::from_millis(self.watch_poll_ms.max(10)),
             tokens,
+            retention: RetentionPolicy {
+                max_age: self.retention_age.filter(|d| !d.is_zero()),
+                max_bytes: self.retention_max_bytes.filter(|b| *b > 0),
+            },
+            retention_interval: self
+                .retention_interval
+                .max(std::time::Duration::from_secs(1)),
         })
     }
 }

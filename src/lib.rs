@@ -41,6 +41,7 @@ pub struct AppState {
     pub writer: Writer,
     pub reader: Reader,
     pub config: std::sync::Arc<Config>,
+    pub retention: std::sync::Arc<std::sync::Mutex<store::retention::RetentionStatus>>,
 }
 
 /// The three sockets aotel serves on, bound by the caller.
@@ -93,6 +94,34 @@ pub fn api_router(state: AppState) -> axum::Router {
         }))
 }
 
+/// Applies the retention policy every `retention_interval` until shutdown.
+async fn retention_loop(state: AppState, stopped: impl Future<Output = ()>) {
+    let mut tick = tokio::time::interval(state.config.retention_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            _ = &mut stopped => return,
+            _ = tick.tick() => {}
+        }
+        let result = store::retention::run(&state.writer, state.config.retention, 10_000).await;
+        match &result {
+            Ok(r) if r.sessions > 0 => tracing::info!(
+                sessions = r.sessions,
+                spans = r.spans,
+                logs = r.logs,
+                unforwarded_dropped = r.unforwarded_spans_dropped,
+                "retention deleted old sessions"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "retention failed"),
+        }
+        if let Ok(mut status) = state.retention.lock() {
+            status.record(&result);
+        }
+    }
+}
+
 fn serve_error(
     what: &'static str,
 ) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> Error {
@@ -117,7 +146,11 @@ pub async fn run(
         writer: store.writer.clone(),
         reader: store.reader.clone(),
         config: std::sync::Arc::new(config.clone()),
+        retention: std::sync::Arc::new(std::sync::Mutex::new(
+            store::retention::RetentionStatus::new(&config.retention),
+        )),
     };
+
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -150,6 +183,7 @@ pub async fn run(
             .with_graceful_shutdown(stopped())
             .into_future(),
     );
+    let state_for_retention = state.clone();
     let api = tokio::spawn(
         axum::serve(listeners.api, api_router(state))
             .with_graceful_shutdown(stopped())
@@ -167,7 +201,14 @@ pub async fn run(
             stopped(),
         ))
     });
+    let retention_task = config
+        .retention
+        .is_set()
+        .then(|| tokio::spawn(retention_loop(state_for_retention, stopped())));
     let (g, h, a) = tokio::join!(grpc, http, api);
+    if let Some(task) = retention_task {
+        let _ = task.await;
+    }
     if let Some(Ok(Err(e))) = match watcher {
         Some(w) => Some(w.await),
         None => None,

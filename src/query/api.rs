@@ -17,6 +17,8 @@ pub fn router() -> Router<AppState> {
         .route("/api/sessions", get(sessions))
         .route("/api/sessions/{key}", get(session))
         .route("/api/traces/{trace_id}", get(trace))
+        .route("/api/retention", get(retention_status))
+        .route("/api/retention/run", axum::routing::post(retention_run))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
 }
@@ -133,6 +135,30 @@ async fn trace(
         "spans": span_tree(&spans),
         "logs": logs.iter().map(log_view).collect::<Vec<_>>(),
     })))
+}
+
+async fn retention_status(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let status = app
+        .retention
+        .lock()
+        .map(|s| s.clone())
+        .map_err(|_| ApiError::bad_request("retention status unavailable"))?;
+    Ok(Json(json!(status)))
+}
+
+/// Applies the configured policy now (it also runs every `--retention-interval`).
+async fn retention_run(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let policy = app.config.retention;
+    if !policy.is_set() {
+        return Err(ApiError::bad_request(
+            "no retention policy is configured: set --retention-age and/or --retention-max-bytes",
+        ));
+    }
+    let result = crate::store::retention::run(&app.writer, policy, 10_000).await;
+    if let Ok(mut status) = app.retention.lock() {
+        status.record(&result);
+    }
+    Ok(Json(json!(result?)))
 }
 
 async fn healthz() -> Json<Value> {

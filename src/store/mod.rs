@@ -2,6 +2,7 @@
 
 mod prepare;
 mod read;
+pub mod retention;
 pub mod schema;
 pub mod session;
 pub mod stats;
@@ -123,6 +124,8 @@ pub fn open(path: &Path, opts: &StoreOptions) -> Result<Store, StoreError> {
     // Rows are ~1 KiB (attributes inline): larger pages mean fewer splits and WAL frames per span.
     // It only takes effect on a new file, before the first table exists.
     conn.pragma_update(None, "page_size", 16384)?;
+    // Lets retention hand deleted pages back to the file system (also only on a new file).
+    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     let sync = match opts.durability {
         Durability::Normal => "NORMAL",

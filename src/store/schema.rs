@@ -126,6 +126,10 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY(dim, value)
     ) WITHOUT ROWID;
     "#,
+    // 5: retention picks the sessions with the oldest activity first.
+    r#"
+    CREATE INDEX sessions_by_last ON sessions(last_ns);
+    "#,
 ];
 
 pub fn version(conn: &Connection) -> rusqlite::Result<usize> {

@@ -28,8 +28,9 @@ pub struct Receipt {
 
 enum Msg {
     Job(Job),
-    /// Record how far the watcher read a file; applied after every job queued before it.
-    Offset(FileOffset, oneshot::Sender<Result<(), StoreError>>),
+    /// Other writes (watch offsets, retention, cursors) run on the write connection in queue order,
+    /// each in its own statement or transaction, between group commits.
+    Run(Box<dyn FnOnce(&mut Connection) + Send>),
     /// Commit everything queued before it, then stop.
     Stop,
 }
@@ -179,9 +180,22 @@ impl Writer {
     /// Records a watched file's offset through the one write connection. The watcher calls it after the
     /// spans read up to `offset` were acknowledged, so a crash in between only means a harmless re-read.
     pub async fn record_file_offset(&self, offset: FileOffset) -> Result<(), StoreError> {
+        self.run_on_writer(move |conn| save_offset(conn, &offset))
+            .await
+    }
+
+    /// Runs `f` on the one write connection, after everything queued before it: how writes other than
+    /// span and log batches keep to the one-writer rule.
+    pub async fn run_on_writer<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
         let (done, rx) = oneshot::channel();
         self.tx
-            .send(Msg::Offset(offset, done))
+            .send(Msg::Run(Box::new(move |conn| {
+                let _ = done.send(f(conn));
+            })))
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
@@ -313,23 +327,23 @@ impl WriterState {
         while !stopping {
             let first = match rx.blocking_recv() {
                 Some(Msg::Job(job)) => job,
-                Some(Msg::Offset(offset, done)) => {
-                    let _ = done.send(self.save_offset(&offset));
+                Some(Msg::Run(task)) => {
+                    task(&mut self.conn);
                     continue;
                 }
                 Some(Msg::Stop) | None => break,
             };
             let mut items = first.prepared.items;
             let mut jobs = vec![first];
-            let mut offset_after = None;
+            let mut run_after = None;
             while items < GROUP_ITEMS {
                 match rx.try_recv() {
                     Ok(Msg::Job(job)) => {
                         items += job.prepared.items;
                         jobs.push(job);
                     }
-                    Ok(Msg::Offset(offset, done)) => {
-                        offset_after = Some((offset, done));
+                    Ok(Msg::Run(task)) => {
+                        run_after = Some(task);
                         break;
                     }
                     Ok(Msg::Stop) => {
@@ -374,8 +388,8 @@ impl WriterState {
                     }
                 }
             }
-            if let Some((offset, done)) = offset_after {
-                let _ = done.send(self.save_offset(&offset));
+            if let Some(task) = run_after {
+                task(&mut self.conn);
             }
         }
         rx.close();
@@ -383,26 +397,6 @@ impl WriterState {
             tracing::warn!(error = %e, "final checkpoint failed");
         }
         tracing::debug!("writer stopped");
-    }
-
-    fn save_offset(&mut self, o: &FileOffset) -> Result<(), StoreError> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO watch_offsets(path, offset, dev, ino, head_len, head, updated_ns)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT(path) DO UPDATE SET offset = excluded.offset, dev = excluded.dev, ino = excluded.ino,
-                    head_len = excluded.head_len, head = excluded.head, updated_ns = excluded.updated_ns",
-            )?
-            .execute(params![
-                o.path,
-                o.offset as i64,
-                o.dev as i64,
-                o.ino as i64,
-                o.head_len as i64,
-                o.head,
-                crate::model::time::now_ns() as i64
-            ])?;
-        Ok(())
     }
 
     fn commit(
@@ -720,6 +714,26 @@ fn previous_copy(
         Ok((facts, r.get::<_, i64>(12)? as u64, same))
     })
     .optional()
+}
+
+fn save_offset(conn: &mut Connection, o: &FileOffset) -> Result<(), StoreError> {
+    conn
+        .prepare_cached(
+            "INSERT INTO watch_offsets(path, offset, dev, ino, head_len, head, updated_ns)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT(path) DO UPDATE SET offset = excluded.offset, dev = excluded.dev, ino = excluded.ino,
+                head_len = excluded.head_len, head = excluded.head, updated_ns = excluded.updated_ns",
+        )?
+        .execute(params![
+            o.path,
+            o.offset as i64,
+            o.dev as i64,
+            o.ino as i64,
+            o.head_len as i64,
+            o.head,
+            crate::model::time::now_ns() as i64
+        ])?;
+    Ok(())
 }
 
 fn store_log(
