@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Receive OTLP, store it, serve the page and APIs (the default)
-    Serve(aotel::config::ServeArgs),
+    Serve(Box<aotel::config::ServeArgs>),
     /// Import recorded sessions (ao-* session files, Claude Code transcripts); exits 2 if lines were skipped
     Import(aotel::ingest::import::ImportArgs),
     /// Follow session files as they grow, into the database (use `serve --watch` while a server runs)
@@ -48,7 +48,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
         };
     let cli = Cli::from_arg_matches(&matches)?;
     let args = match cli.command {
-        Some(Command::Serve(args)) => args,
+        Some(Command::Serve(args)) => *args,
         Some(Command::Import(args)) => {
             let skipped = aotel::ingest::import::run_cli(&args)
                 .await
