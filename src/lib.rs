@@ -1,8 +1,11 @@
 //! aotel: an OpenTelemetry-native collector for AI-agent sessions. OTLP in (gRPC, HTTP), one SQLite
 //! file, query APIs out. `run` starts a whole server on listeners the caller bound, so tests use port 0.
 
+pub mod auth;
 pub mod config;
 pub mod forward;
+pub mod ingest;
+pub mod metrics;
 pub mod model;
 pub mod query;
 pub mod receiver;
@@ -10,7 +13,7 @@ pub mod store;
 
 pub use config::Config;
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use store::{Reader, StoreError, Writer};
 use tokio::net::TcpListener;
@@ -41,6 +44,7 @@ pub struct AppState {
     pub writer: Writer,
     pub reader: Reader,
     pub config: std::sync::Arc<Config>,
+    pub retention: std::sync::Arc<std::sync::Mutex<store::retention::RetentionStatus>>,
     pub forward: forward::Forwarders,
 }
 
@@ -84,9 +88,43 @@ impl Listeners {
 
 /// The HTTP API router: the page, the query APIs and the legacy endpoints all hang off this.
 pub fn api_router(state: AppState) -> axum::Router {
+    let tokens = state.config.tokens.clone();
     query::api::router()
+        .merge(query::metrics::router())
         .merge(forward::api::router())
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(ingest::legacy::router(state))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            auth::api_layer(tokens.clone(), req, next)
+        }))
+}
+
+/// Applies the retention policy every `retention_interval` until shutdown.
+async fn retention_loop(state: AppState, stopped: impl Future<Output = ()>) {
+    let mut tick = tokio::time::interval(state.config.retention_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            _ = &mut stopped => return,
+            _ = tick.tick() => {}
+        }
+        let result = store::retention::run(&state.writer, state.config.retention, 10_000).await;
+        match &result {
+            Ok(r) if r.sessions > 0 => tracing::info!(
+                sessions = r.sessions,
+                spans = r.spans,
+                logs = r.logs,
+                unforwarded_dropped = r.unforwarded_spans_dropped,
+                "retention deleted old sessions"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "retention failed"),
+        }
+        if let Ok(mut status) = state.retention.lock() {
+            status.record(&result);
+        }
+    }
 }
 
 fn serve_error(
@@ -116,8 +154,12 @@ pub async fn run(
         writer: store.writer.clone(),
         reader: store.reader.clone(),
         config: std::sync::Arc::new(config.clone()),
+        retention: std::sync::Arc::new(std::sync::Mutex::new(
+            store::retention::RetentionStatus::new(&config.retention),
+        )),
         forward: forwarders.clone(),
     };
+
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -131,21 +173,70 @@ pub async fn run(
         let _ = stop_tx.send(true);
     });
 
-    let grpc = receiver::grpc::serve(
+    // Each server runs as its own task so the runtime's workers share the load: a future awaited in
+    // place would keep every connection it drives on the caller's thread.
+    let grpc = tokio::spawn(receiver::grpc::serve(
         listeners.grpc,
-        store.writer.clone(),
+        store.writer.tagged("grpc"),
         config.max_request_bytes,
+        config.tokens.clone(),
         stopped(),
+    ));
+    let tokens = config.tokens.clone();
+    let http_app = receiver::http::router(store.writer.tagged("http"), config.max_request_bytes)
+        .layer(axum::middleware::from_fn(move |req, next| {
+            auth::ingest_layer(tokens.clone(), req, next)
+        }));
+    let http = tokio::spawn(
+        axum::serve(listeners.http, http_app)
+            .with_graceful_shutdown(stopped())
+            .into_future(),
     );
-    let http_app = receiver::http::router(store.writer.clone(), config.max_request_bytes);
-    let http = axum::serve(listeners.http, http_app).with_graceful_shutdown(stopped());
-    let api = axum::serve(listeners.api, api_router(state)).with_graceful_shutdown(stopped());
+    let state_for_retention = state.clone();
+    let api = tokio::spawn(
+        axum::serve(listeners.api, api_router(state))
+            .with_graceful_shutdown(stopped())
+            .into_future(),
+    );
+    let watcher = (!config.watch.is_empty()).then(|| {
+        let opts = ingest::watch::WatchOptions {
+            dirs: config.watch.clone(),
+            interval: config.watch_interval,
+        };
+        tokio::spawn(ingest::watch::run(
+            store.writer.tagged("watch"),
+            store.reader.clone(),
+            opts,
+            stopped(),
+        ))
+    });
+    let retention_task = config
+        .retention
+        .is_set()
+        .then(|| tokio::spawn(retention_loop(state_for_retention, stopped())));
     let (g, h, a) = tokio::join!(grpc, http, api);
+    if let Some(task) = retention_task {
+        let _ = task.await;
+    }
+    if let Some(Ok(Err(e))) = match watcher {
+        Some(w) => Some(w.await),
+        None => None,
+    } {
+        tracing::error!(error = %e, "session file watcher stopped with an error");
+    }
+    let joined = |r: Result<
+        Result<(), Box<dyn std::error::Error + Send + Sync>>,
+        tokio::task::JoinError,
+    >,
+                  what| {
+        r.map_err(|e| serve_error(what)(Box::new(e)))?
+            .map_err(serve_error(what))
+    };
     forwarders.stop().await;
     let closed = store.close().await;
-    g.map_err(|e| serve_error("OTLP/gRPC")(Box::new(e)))?;
-    h.map_err(|e| serve_error("OTLP/HTTP")(Box::new(e)))?;
-    a.map_err(|e| serve_error("API")(Box::new(e)))?;
+    joined(g.map(|r| r.map_err(|e| e.into())), "OTLP/gRPC")?;
+    joined(h.map(|r| r.map_err(|e| e.into())), "OTLP/HTTP")?;
+    joined(a.map(|r| r.map_err(|e| e.into())), "API")?;
     closed?;
     tracing::info!("stopped cleanly");
     Ok(())

@@ -398,3 +398,59 @@ fn flags_are_checked() {
         vec![("Authorization".into(), "Basic eA==".into())]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_by_age_keeps_what_a_destination_has_not_received() {
+    let open = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gate = open.clone();
+    let fake = FakeOtlp::start(move |_, _| {
+        if gate.load(std::sync::atomic::Ordering::SeqCst) {
+            Reply::Ok
+        } else {
+            Reply::Error(503, None, "not yet".into())
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = DestinationSpec::parse(&fake.url()).unwrap();
+    spec.logs = false;
+    let mut config = config_forwarding(&dir.path().join("up.db"), vec![spec], 1000);
+    // The test spans are from 2025: older than a day.
+    config.retention = aotel::store::retention::RetentionPolicy {
+        max_age: Some(Duration::from_secs(86_400)),
+        max_bytes: None,
+    };
+    let upstream = TestServer::start_with(config).await;
+    let req = traces("ret", 3, 4);
+    send_traces(upstream.http, &req).await;
+    let run_retention = || async {
+        let resp = reqwest::Client::new()
+            .post(upstream.url("/api/retention/run"))
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(resp.status(), 200);
+        resp.json::<serde_json::Value>().await.expect("JSON")
+    };
+    let report = run_retention().await;
+    assert_eq!(report["spans"], 0, "{report}");
+    assert!(
+        report["kept_for_forwarding"].as_u64().unwrap() >= 1,
+        "{report}"
+    );
+    assert_eq!(count_spans(&upstream.db), 12);
+
+    open.store(true, std::sync::atomic::Ordering::SeqCst);
+    wait_caught_up(upstream.api, Duration::from_secs(20)).await;
+    let report = run_retention().await;
+    assert_eq!(
+        report["spans"], 12,
+        "delivered, so old enough to go: {report}"
+    );
+    assert_eq!(count_spans(&upstream.db), 0);
+    let mut got = fake.accepted_spans();
+    got.sort();
+    let mut want = span_ids(&req);
+    want.sort();
+    assert_eq!(got, want);
+}

@@ -1,14 +1,15 @@
-//! Where each destination stands, kept in SQLite (migration 3): destinations, one cursor per destination
-//! and signal, and dead letters. Writes run through `Writer::transact` (the one writer); reads use the
-//! read-only `Reader`.
+//! Where each destination stands, kept in SQLite (migration 6): destinations, their cursors and dead
+//! letters. Writes run on the one writer (`Writer::run_on_writer`); reads use the read-only `Reader`.
 //!
-//! For retention (not built here): a cursor is the highest `seq` of its table (`spans` or `logs`) that
-//! the destination accepted or that was dead-lettered. Everything a destination still needs is
-//! `seq > cursor`. So rows with `seq <= MIN(forward_cursors.seq)` over the destinations with
-//! `active = 1` are delivered everywhere and free to delete; rows above it may only go when a size cap
-//! forces it, and then the job should record how many each destination lost (e.g. as a dead letter with
-//! kind `dropped`, first/last seq, items). `active = 0` marks destinations no longer configured: their
-//! cursors are kept (re-adding the URL resumes there) but hold nothing back.
+//! For retention: `forward_cursors` has one row per configured destination; `span_seq` / `log_seq` are
+//! the highest seq of `spans` / `logs` the destination accepted (or that was dead-lettered), so what it
+//! still needs is `seq > cursor`, and rows with `seq <= MIN(span_seq)` are delivered everywhere. A
+//! signal a destination does not forward (`--forward-signals`) has the cursor `NOT_FORWARDED` (i64::MAX):
+//! it holds nothing back. A destination no longer configured moves its cursors to
+//! `forward_destinations.parked_*` and leaves `forward_cursors`, so it holds nothing back either;
+//! configuring the URL again resumes there. When a size cap forces deleting rows a destination has not
+//! received, the retention job should record them (e.g. a dead letter of kind `dropped` with the seq
+//! range and count) so the API shows them.
 
 use super::Signal;
 use crate::model::time::now_ns;
@@ -16,36 +17,58 @@ use crate::store::StoreError;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::Serialize;
 
-/// Registers the configured destinations: known ones resume at their cursors, new ones start at the
-/// current end of the store (older data is what `aotel replay` is for). Marks all others inactive.
-/// Returns (id, span cursor, log cursor) per URL, in order.
-pub fn register(tx: &Transaction, urls: &[String]) -> Result<Vec<(i64, i64, i64)>, StoreError> {
+/// The cursor of a signal that is not forwarded to a destination.
+pub const NOT_FORWARDED: i64 = i64::MAX;
+
+/// A destination to register and the signals it gets.
+#[derive(Debug, Clone)]
+pub struct Wanted {
+    pub url: String,
+    pub spans: bool,
+    pub logs: bool,
+}
+
+/// Registers the configured destinations: known ones resume at their cursors, new ones (and signals
+/// newly switched on) start at the current end of the store (older data is what `aotel replay` is
+/// for). Parks the cursors of destinations no longer configured. Returns (id, span cursor, log cursor)
+/// per destination, in order.
+pub fn register(tx: &Transaction, wanted: &[Wanted]) -> Result<Vec<(i64, i64, i64)>, StoreError> {
     let now = now_ns() as i64;
-    tx.execute("UPDATE forward_destinations SET active = 0", [])?;
+    tx.execute(
+        "UPDATE forward_destinations SET active = 0,
+            parked_span_seq = (SELECT span_seq FROM forward_cursors WHERE destination = id),
+            parked_log_seq = (SELECT log_seq FROM forward_cursors WHERE destination = id)
+         WHERE id IN (SELECT destination FROM forward_cursors)",
+        [],
+    )?;
+    tx.execute("DELETE FROM forward_cursors", [])?;
     let span_end: i64 =
         tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM spans", [], |r| r.get(0))?;
     let log_end: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM logs", [], |r| r.get(0))?;
-    let mut out = Vec::with_capacity(urls.len());
-    for url in urls {
-        let id: i64 = tx.query_row(
+    let mut out = Vec::with_capacity(wanted.len());
+    for w in wanted {
+        let (id, parked_span, parked_log): (i64, Option<i64>, Option<i64>) = tx.query_row(
             "INSERT INTO forward_destinations(url, active, added_ns, seen_ns) VALUES (?1, 1, ?2, ?2)
-             ON CONFLICT(url) DO UPDATE SET active = 1, seen_ns = excluded.seen_ns RETURNING id",
-            params![url, now],
-            |r| r.get(0),
+             ON CONFLICT(url) DO UPDATE SET active = 1, seen_ns = excluded.seen_ns
+             RETURNING id, parked_span_seq, parked_log_seq",
+            params![w.url, now],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
-        let cursor = |signal: Signal, end: i64| -> rusqlite::Result<i64> {
-            tx.execute(
-                "INSERT OR IGNORE INTO forward_cursors(destination, signal, seq, updated_ns) VALUES (?1, ?2, ?3, ?4)",
-                params![id, signal.as_str(), end, now],
-            )?;
-            tx.query_row(
-                "SELECT seq FROM forward_cursors WHERE destination = ?1 AND signal = ?2",
-                params![id, signal.as_str()],
-                |r| r.get(0),
-            )
+        let pick = |on: bool, parked: Option<i64>, end: i64| match (on, parked) {
+            (false, _) => NOT_FORWARDED,
+            (true, Some(p)) if p != NOT_FORWARDED => p,
+            (true, _) => end,
         };
-        let spans = cursor(Signal::Spans, span_end)?;
-        let logs = cursor(Signal::Logs, log_end)?;
+        let spans = pick(w.spans, parked_span, span_end);
+        let logs = pick(w.logs, parked_log, log_end);
+        tx.execute(
+            "INSERT OR REPLACE INTO forward_cursors(destination, span_seq, log_seq, updated_ns) VALUES (?1, ?2, ?3, ?4)",
+            params![id, spans, logs, now],
+        )?;
+        tx.execute(
+            "UPDATE forward_destinations SET parked_span_seq = NULL, parked_log_seq = NULL WHERE id = ?1",
+            [id],
+        )?;
         out.push((id, spans, logs));
     }
     Ok(out)
@@ -58,11 +81,33 @@ pub fn advance(
     signal: Signal,
     seq: i64,
 ) -> Result<(), StoreError> {
-    tx.prepare_cached(
-        "UPDATE forward_cursors SET seq = ?3, updated_ns = ?4 WHERE destination = ?1 AND signal = ?2 AND seq < ?3",
-    )?
-    .execute(params![destination, signal.as_str(), seq, now_ns() as i64])?;
+    let sql = match signal {
+        Signal::Spans => {
+            "UPDATE forward_cursors SET span_seq = ?2, updated_ns = ?3 WHERE destination = ?1 AND span_seq < ?2"
+        }
+        Signal::Logs => {
+            "UPDATE forward_cursors SET log_seq = ?2, updated_ns = ?3 WHERE destination = ?1 AND log_seq < ?2"
+        }
+    };
+    tx.prepare_cached(sql)?
+        .execute(params![destination, seq, now_ns() as i64])?;
     Ok(())
+}
+
+/// Runs `f` in one transaction on the writer thread.
+pub async fn on_writer<T, F>(writer: &crate::store::Writer, f: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Transaction) -> Result<T, StoreError> + Send + 'static,
+{
+    writer
+        .run_on_writer(move |conn| {
+            let tx = conn.transaction()?;
+            let value = f(&tx)?;
+            tx.commit()?;
+            Ok(value)
+        })
+        .await
 }
 
 /// A batch (or part of one) a destination refused for good.
@@ -192,11 +237,13 @@ pub fn lag(
         .query_row(params![cursor, exact_up_to], |r| r.get(0))?)
 }
 
-/// The stored cursor, if the destination is registered.
+/// The stored cursor, if the destination is configured.
 pub fn load(c: &Connection, destination: i64, signal: Signal) -> Result<Option<i64>, StoreError> {
-    Ok(
-        c.prepare_cached("SELECT seq FROM forward_cursors WHERE destination = ?1 AND signal = ?2")?
-            .query_row(params![destination, signal.as_str()], |r| r.get(0))
-            .optional()?,
-    )
+    let sql = match signal {
+        Signal::Spans => "SELECT span_seq FROM forward_cursors WHERE destination = ?1",
+        Signal::Logs => "SELECT log_seq FROM forward_cursors WHERE destination = ?1",
+    };
+    Ok(c.prepare_cached(sql)?
+        .query_row([destination], |r| r.get(0))
+        .optional()?)
 }

@@ -9,7 +9,7 @@ pub mod replay;
 pub mod retry;
 
 use crate::model::time::now_ns;
-use crate::store::{CommittedSeqs, Reader, StoreError, Writer};
+use crate::store::{Reader, StoreError, Writer};
 use pipeline::{Marks, Pipeline, SharedStatus, SignalStatus};
 use retry::RetryPolicy;
 use serde_json::{json, Value};
@@ -65,6 +65,61 @@ impl Signal {
             Signal::Spans => s.span,
             Signal::Logs => s.log,
         }
+    }
+}
+
+/// The highest span and log `seq` known to be committed: pipelines wake when it passes their cursor.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CommittedSeqs {
+    pub span: i64,
+    pub log: i64,
+}
+
+fn max_seqs(c: &rusqlite::Connection) -> Result<CommittedSeqs, StoreError> {
+    let max = |sql: &str| {
+        c.query_row(sql, [], |r| r.get::<_, Option<i64>>(0))
+            .map(|v| v.unwrap_or(0))
+    };
+    Ok(CommittedSeqs {
+        span: max("SELECT MAX(seq) FROM spans")?,
+        log: max("SELECT MAX(seq) FROM logs")?,
+    })
+}
+
+/// Follows the writer's commit notifications and keeps `seqs` at the highest committed seqs; when it
+/// falls behind the broadcast, it asks the store instead.
+async fn follow_commits(
+    writer: Writer,
+    reader: Reader,
+    seqs: watch::Sender<CommittedSeqs>,
+    mut stop: watch::Receiver<bool>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut commits = writer.subscribe();
+    drop(writer);
+    loop {
+        let next = tokio::select! {
+            c = commits.recv() => c,
+            _ = pipeline::stopped(&mut stop) => break,
+        };
+        let now = match next {
+            Ok(c) => CommittedSeqs {
+                span: c.spans.iter().map(|s| s.seq).max().unwrap_or(0),
+                log: c.logs.iter().map(|l| l.seq).max().unwrap_or(0),
+            },
+            Err(RecvError::Lagged(_)) => match reader.with(max_seqs).await {
+                Ok(s) => s,
+                Err(_) => continue,
+            },
+            Err(RecvError::Closed) => break,
+        };
+        seqs.send_if_modified(|s| {
+            let merged = CommittedSeqs {
+                span: s.span.max(now.span),
+                log: s.log.max(now.log),
+            };
+            std::mem::replace(s, merged) != merged
+        });
     }
 }
 
@@ -403,24 +458,44 @@ impl Forwarders {
             .iter()
             .map(|d| client::Exporter::new(d, config.timeout))
             .collect::<Result<Vec<_>, _>>()?;
-        let urls: Vec<String> = config.destinations.iter().map(|d| d.url.clone()).collect();
-        let registered = writer
-            .transact(move |tx| cursor::register(tx, &urls))
-            .await?;
+        let wanted: Vec<cursor::Wanted> = config
+            .destinations
+            .iter()
+            .map(|d| cursor::Wanted {
+                url: d.url.clone(),
+                spans: d.traces,
+                logs: d.logs,
+            })
+            .collect();
+        let registered = cursor::on_writer(writer, move |tx| cursor::register(tx, &wanted)).await?;
         if config.destinations.is_empty() {
             return Ok(Forwarders::default());
         }
         let (stop_tx, stop) = watch::channel(false);
         let shared = Arc::new(config.clone());
         let marks = [Arc::new(Marks::default()), Arc::new(Marks::default())];
-        let seqs = writer.committed_seqs();
+        // Subscribe before reading the current end, so no commit falls between the two.
+        let (seqs_tx, seqs) = watch::channel(CommittedSeqs::default());
+        let follower = tokio::spawn(follow_commits(
+            writer.clone(),
+            reader.clone(),
+            seqs_tx.clone(),
+            stop.clone(),
+        ));
+        let now = reader.with(max_seqs).await?;
+        seqs_tx.send_if_modified(|s| {
+            let merged = CommittedSeqs {
+                span: s.span.max(now.span),
+                log: s.log.max(now.log),
+            };
+            std::mem::replace(s, merged) != merged
+        });
         let start_ns = now_ns();
-        let now = *seqs.borrow();
         for signal in [Signal::Spans, Signal::Logs] {
             marks[mark_index(signal)].push(signal.seq_in(&now), start_ns);
         }
         let mut destinations = Vec::new();
-        let mut tasks = Vec::new();
+        let mut tasks = vec![follower];
         for ((spec, exporter), (id, span_cursor, log_cursor)) in
             config.destinations.iter().zip(exporters).zip(registered)
         {

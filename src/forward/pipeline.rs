@@ -4,9 +4,10 @@
 use super::client::{Exporter, Outcome};
 use super::cursor::{self, NewDeadLetter};
 use super::retry::{Breaker, BreakerState};
+use super::CommittedSeqs;
 use super::{ForwardConfig, Signal};
 use crate::model::time::now_ns;
-use crate::store::{CommittedSeqs, Reader, StoreError, Writer};
+use crate::store::{Reader, StoreError, Writer};
 use bytes::Bytes;
 use rusqlite::Connection;
 use serde::Serialize;
@@ -448,15 +449,13 @@ impl Pipeline {
                 items = d.rejected, reason = %d.reason, "destination refused data; dead-lettered");
         }
         let (id, signal, seq) = (self.destination, self.signal, batch.last_seq);
-        let result = self
-            .writer
-            .transact(move |tx| {
-                if let Some(d) = &dead {
-                    cursor::record(tx, id, signal, d)?;
-                }
-                cursor::advance(tx, id, signal, seq)
-            })
-            .await;
+        let result = cursor::on_writer(&self.writer, move |tx| {
+            if let Some(d) = &dead {
+                cursor::record(tx, id, signal, d)?;
+            }
+            cursor::advance(tx, id, signal, seq)
+        })
+        .await;
         // The destination has the batch either way; the in-memory cursor moves on so it is not resent
         // while this process lives. If the write failed, a restart resends it (at least once).
         self.cursor = batch.last_seq;

@@ -7,6 +7,8 @@ use super::{ids, status, KeyValue, LogRecord, Span};
 pub const OP_AGENT: &str = "invoke_agent";
 pub const OP_TOOL: &str = "execute_tool";
 pub const OP_CHAT: &str = "chat";
+/// Claude Code's beta traces put a tool's outcome on this child of `claude_code.tool`.
+pub const CLAUDE_CODE_TOOL_EXECUTION: &str = "claude_code.tool.execution";
 
 const SESSION_KEYS: &[&str] = &["gen_ai.conversation.id", "session.id"];
 const TOOL_KEYS: &[&str] = &["gen_ai.tool.name", "tool.name", "tool_name"];
@@ -38,7 +40,12 @@ const CACHE_CREATION_KEYS: &[&str] = &[
     "llm.token_count.prompt_details.cache_write",
     "cache_creation_tokens",
 ];
-const COST_KEYS: &[&str] = &["ao.cost.usd", "gen_ai.usage.cost", "llm.cost.total", "cost_usd"];
+const COST_KEYS: &[&str] = &[
+    "ao.cost.usd",
+    "gen_ai.usage.cost",
+    "llm.cost.total",
+    "cost_usd",
+];
 
 /// Token usage and cost as reported by one span or log record.
 #[derive(Debug, Default, Clone, Copy, PartialEq, serde::Serialize)]
@@ -98,6 +105,9 @@ pub struct SpanFacts {
     pub is_root: bool,
     /// Our own producers send a run span before it ends (`ao.in_progress=true`) and replace it later.
     pub in_progress: bool,
+    /// A failed `claude_code.tool.execution`: Claude Code's beta traces put a tool's outcome on this
+    /// child of the `claude_code.tool` span, so it marks an error of a call counted elsewhere.
+    pub tool_execution_error: bool,
 }
 
 impl SpanFacts {
@@ -164,12 +174,21 @@ pub fn span_facts(span: &Span, resource_attrs: &[KeyValue], service: &str) -> Sp
             .flatten()
             .map(str::to_string)
     });
-    let is_error = span.status.as_ref().map(|s| s.code) == Some(status::StatusCode::Error as i32);
+    // Claude Code reports a tool's outcome as `success` (a bool, or "true"/"false" text).
+    let failed_by_flag = super::attrs::get(attrs, "success").and_then(super::attrs::bool_of)
+        == Some(false)
+        && span.name.starts_with("claude_code.tool");
+    let is_error = span.status.as_ref().map(|s| s.code) == Some(status::StatusCode::Error as i32)
+        || failed_by_flag;
     SpanFacts {
         session: session_key(attrs, resource_attrs, &span.trace_id),
         service: service.to_string(),
         operation,
-        tool: if operation == Some(OP_TOOL) { tool } else { None },
+        tool: if operation == Some(OP_TOOL) {
+            tool
+        } else {
+            None
+        },
         agent: first_str(attrs, AGENT_KEYS)
             .or_else(|| first_str(resource_attrs, AGENT_KEYS))
             .map(str::to_string),
@@ -179,7 +198,9 @@ pub fn span_facts(span: &Span, resource_attrs: &[KeyValue], service: &str) -> Sp
         is_error,
         is_root: span.parent_span_id.is_empty(),
         in_progress: first_str(attrs, &["ao.in_progress"]) == Some("true")
-            || super::attrs::get(attrs, "ao.in_progress").and_then(super::attrs::bool_of) == Some(true),
+            || super::attrs::get(attrs, "ao.in_progress").and_then(super::attrs::bool_of)
+                == Some(true),
+        tool_execution_error: is_error && span.name == CLAUDE_CODE_TOOL_EXECUTION,
     }
 }
 
@@ -190,6 +211,10 @@ pub struct LogFacts {
     pub event_name: Option<String>,
     pub tool_call: bool,
     pub tool_error: bool,
+    /// The tool a `tool_result` event is about.
+    pub tool: Option<String>,
+    /// Duration a `tool_result` event reports (`duration_ms`), in seconds.
+    pub tool_duration_s: Option<f64>,
     pub usage: Usage,
     pub model: Option<String>,
 }
@@ -200,9 +225,20 @@ pub fn log_facts(log: &LogRecord, resource_attrs: &[KeyValue]) -> LogFacts {
         .or_else(|| first_str(resource_attrs, SESSION_KEYS))
         .map(str::to_string)
         .or_else(|| (!log.trace_id.is_empty()).then(|| ids::to_hex(&log.trace_id)));
+    // Claude Code names the event in the `event.name` attribute (`tool_result`) and in the body
+    // (`claude_code.tool_result`); the OTLP `event_name` field is newer than its exporter.
+    let body_name = match log.body.as_ref().and_then(|b| b.value.as_ref()) {
+        Some(super::any_value::Value::StringValue(s))
+            if s.starts_with("claude_code.") && !s.contains(' ') =>
+        {
+            Some(s.clone())
+        }
+        _ => None,
+    };
     let event_name = (!log.event_name.is_empty())
         .then(|| log.event_name.clone())
-        .or_else(|| first_str(attrs, &["event.name"]).map(str::to_string));
+        .or_else(|| first_str(attrs, &["event.name"]).map(str::to_string))
+        .or(body_name);
     let short = event_name
         .as_deref()
         .map(|n| n.strip_prefix("claude_code.").unwrap_or(n));
@@ -219,6 +255,12 @@ pub fn log_facts(log: &LogRecord, resource_attrs: &[KeyValue]) -> LogFacts {
         event_name,
         tool_call,
         tool_error,
+        tool: tool_call
+            .then(|| first_str(attrs, TOOL_KEYS).map(str::to_string))
+            .flatten(),
+        tool_duration_s: tool_call
+            .then(|| first_f64(attrs, &["duration_ms"]).map(|ms| ms / 1000.0))
+            .flatten(),
         usage,
         model: first_str(attrs, MODEL_KEYS).map(str::to_string),
     }

@@ -1,6 +1,7 @@
 //! The read side: aotel's own JSON API (later also the Jaeger and Tempo APIs) over read-only connections.
 
 pub mod api;
+pub mod metrics;
 pub mod views;
 
 use axum::http::StatusCode;

@@ -1,8 +1,10 @@
 //! OTLP/gRPC: `TraceService/Export` and `LogsService/Export`, gzip, bounded message size.
 
 use super::{export_logs, export_traces};
+use crate::auth::{GrpcAuth, Tokens};
 use crate::model::{
-    ExportLogsServiceRequest, ExportLogsServiceResponse, ExportTraceServiceRequest, ExportTraceServiceResponse,
+    ExportLogsServiceRequest, ExportLogsServiceResponse, ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
 };
 use crate::store::{StoreError, Writer};
 use opentelemetry_proto::tonic::collector::{
@@ -13,6 +15,7 @@ use prost::Message;
 use std::future::Future;
 use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
@@ -25,7 +28,9 @@ struct Receiver {
 fn status_of(err: StoreError) -> Status {
     match err {
         StoreError::Busy => Status::unavailable("aotel's ingest queue is full; retry with backoff"),
-        StoreError::Closed => Status::unavailable("aotel is shutting down; retry against the next instance"),
+        StoreError::Closed => {
+            Status::unavailable("aotel is shutting down; retry against the next instance")
+        }
         other => {
             tracing::error!(error = %other, "export failed");
             Status::unavailable(format!("could not store the data: {other}"))
@@ -68,6 +73,7 @@ pub async fn serve(
     listener: TcpListener,
     writer: Writer,
     max_message_bytes: usize,
+    tokens: Tokens,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let receiver = Receiver { writer };
@@ -80,9 +86,13 @@ pub async fn serve(
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(max_message_bytes);
+    let auth = GrpcAuth(tokens);
     tonic::transport::Server::builder()
-        .add_service(traces)
-        .add_service(logs)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), shutdown)
+        .add_service(InterceptedService::new(traces, auth.clone()))
+        .add_service(InterceptedService::new(logs, auth))
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await
 }

@@ -35,7 +35,8 @@ pub fn check_traces(req: &mut ExportTraceServiceRequest) -> (i64, String) {
                     Ok(()) => true,
                     Err(reason) => {
                         rejected += 1;
-                        first_reason.get_or_insert_with(|| format!("span {:?}: {reason}", span.name));
+                        first_reason
+                            .get_or_insert_with(|| format!("span {:?}: {reason}", span.name));
                         false
                     }
                 }
@@ -73,6 +74,14 @@ pub fn check_logs(req: &mut ExportLogsServiceRequest) -> (i64, String) {
     (rejected, summary(rejected, "log record", first_reason))
 }
 
+fn count_invalid(writer: &Writer, metric: &'static str, rejected: i64) {
+    writer.metrics().inc(
+        metric,
+        crate::metrics::label("reason", "invalid_id"),
+        rejected as f64,
+    );
+}
+
 fn summary(rejected: i64, what: &str, first: Option<String>) -> String {
     match (rejected, first) {
         (0, _) | (_, None) => String::new(),
@@ -87,6 +96,7 @@ pub async fn export_traces(
     approx_bytes: usize,
 ) -> Result<ExportTraceServiceResponse, StoreError> {
     let (rejected, message) = check_traces(&mut req);
+    count_invalid(writer, "aotel_rejected_spans_total", rejected);
     let batch = Batch {
         spans: req.resource_spans,
         logs: Vec::new(),
@@ -108,6 +118,7 @@ pub async fn export_logs(
     approx_bytes: usize,
 ) -> Result<ExportLogsServiceResponse, StoreError> {
     let (rejected, message) = check_logs(&mut req);
+    count_invalid(writer, "aotel_rejected_log_records_total", rejected);
     let batch = Batch {
         spans: Vec::new(),
         logs: req.resource_logs,

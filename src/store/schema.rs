@@ -99,24 +99,56 @@ pub const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     INSERT OR IGNORE INTO operations(service, name, kind) SELECT DISTINCT service, name, kind FROM spans;
     "#,
-    // 3: forwarding: destinations, one cursor per destination and signal, dead letters. A cursor is the
-    // highest seq the destination accepted (or that was dead-lettered); retention keeps rows above the
-    // smallest cursor of the active destinations (see forward::cursor).
+    // 3: how far `aotel watch` has read each session file (and which file that was), so a restart
+    // resumes there.
+    r#"
+    CREATE TABLE watch_offsets(
+        path TEXT PRIMARY KEY,
+        offset INTEGER NOT NULL,
+        dev INTEGER NOT NULL,
+        ino INTEGER NOT NULL,
+        head_len INTEGER NOT NULL,
+        head BLOB NOT NULL,
+        updated_ns INTEGER NOT NULL
+    );
+    "#,
+    // 4: agent-behaviour statistics for /metrics, and the label values they use (capped).
+    r#"
+    CREATE TABLE stats(
+        metric TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        value REAL NOT NULL,
+        PRIMARY KEY(metric, labels)
+    ) WITHOUT ROWID;
+    CREATE TABLE stat_dims(
+        dim TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY(dim, value)
+    ) WITHOUT ROWID;
+    "#,
+    // 5: retention picks the sessions with the oldest activity first.
+    r#"
+    CREATE INDEX sessions_by_last ON sessions(last_ns);
+    "#,
+    // 6: forwarding. `forward_cursors` has one row per configured destination: the highest span and log
+    // seq it has (accepted or dead-lettered). Retention keeps spans above MIN(span_seq). A destination no
+    // longer configured parks its cursors in `forward_destinations` and holds nothing back.
     r#"
     CREATE TABLE forward_destinations(
         id INTEGER PRIMARY KEY,
         url TEXT NOT NULL UNIQUE,
         active INTEGER NOT NULL,
         added_ns INTEGER NOT NULL,
-        seen_ns INTEGER NOT NULL
+        seen_ns INTEGER NOT NULL,
+        parked_span_seq INTEGER,
+        parked_log_seq INTEGER
     );
     CREATE TABLE forward_cursors(
-        destination INTEGER NOT NULL REFERENCES forward_destinations(id),
-        signal TEXT NOT NULL,
-        seq INTEGER NOT NULL,
-        updated_ns INTEGER NOT NULL,
-        PRIMARY KEY(destination, signal)
-    ) WITHOUT ROWID;
+        destination INTEGER PRIMARY KEY REFERENCES forward_destinations(id),
+        span_seq INTEGER NOT NULL,
+        log_seq INTEGER NOT NULL,
+        updated_ns INTEGER NOT NULL
+    );
     CREATE TABLE forward_dead_letters(
         id INTEGER PRIMARY KEY,
         destination INTEGER NOT NULL REFERENCES forward_destinations(id),

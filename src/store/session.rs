@@ -15,6 +15,8 @@ pub struct Counters {
     pub roots: i64,
     pub tool_calls: i64,
     pub tool_errors: i64,
+    /// Failed `claude_code.tool.execution` spans: errors of calls counted by their `claude_code.tool` parent.
+    pub tool_execution_errors: i64,
     pub log_tool_calls: i64,
     pub log_tool_errors: i64,
     pub last_root_end_ns: u64,
@@ -74,6 +76,9 @@ impl Counters {
                 self.tool_errors += sign;
             }
         }
+        if f.tool_execution_error {
+            self.tool_execution_errors += sign;
+        }
         if f.is_root && !f.in_progress {
             self.roots += sign;
             if sign > 0 && end_ns >= self.last_root_end_ns {
@@ -118,10 +123,18 @@ impl Counters {
         }
     }
 
-    /// Tool calls seen as spans, else as Claude Code log events (which describe the same calls).
+    /// Tool calls seen as spans, else as Claude Code log events (which describe the same calls). Errors
+    /// likewise, except that Claude Code marks a failed call on the `claude_code.tool.execution` child
+    /// span or only in its `tool_result` event: the sources describe the same calls, so the largest
+    /// count of failures is the one that saw them all.
     pub fn tool_calls(&self) -> (i64, i64) {
         if self.tool_calls > 0 {
-            (self.tool_calls, self.tool_errors)
+            let errors = self
+                .tool_errors
+                .max(self.tool_execution_errors)
+                .max(self.log_tool_errors)
+                .min(self.tool_calls);
+            (self.tool_calls, errors)
         } else {
             (self.log_tool_calls, self.log_tool_errors)
         }

@@ -1,19 +1,19 @@
 //! The one writer: owns the write connection, group-commits queued batches, acknowledges each only after
 //! its transaction committed, then tells the live hub what changed.
 
+use super::prepare::{prepare, Meta, Prepared, PreparedLog, PreparedSpan};
 use super::session::{Counters, SessionRow};
+use super::stats::{label, Dims, StatsDelta};
 use super::{Committed, LogSummary, SpanSummary, StoreError, StoreOptions};
-use crate::model::attrs::truncate;
-use crate::model::facts::{self, LogFacts, SpanFacts, Usage, OP_AGENT};
-use crate::model::{ids, Batch, InstrumentationScope, LogRecord, Resource, Span};
-use prost::Message;
+use crate::metrics::Metrics;
+use crate::model::facts::{self, SpanFacts, Usage, OP_AGENT};
+use crate::model::Batch;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
-use sha2::{Digest, Sha256};
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use tokio::sync::{broadcast, mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{broadcast, mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 /// How many spans and logs one transaction takes at most; larger groups only add latency.
 const GROUP_ITEMS: usize = 50_000;
@@ -28,26 +28,30 @@ pub struct Receipt {
 
 enum Msg {
     Job(Job),
-    /// A small bookkeeping write (a forwarding cursor, a dead letter) in its own transaction.
-    Exec(ExecFn),
+    /// Other writes (watch offsets, retention, cursors) run on the write connection in queue order,
+    /// each in its own statement or transaction, between group commits.
+    Run(Box<dyn FnOnce(&mut Connection) + Send>),
     /// Commit everything queued before it, then stop.
     Stop,
 }
 
-type ExecFn = Box<dyn FnOnce(&mut Connection) + Send>;
-
-/// The highest span and log `seq` committed so far: forwarders wake on changes without making the writer
-/// build the live summaries that `subscribe` carries.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct CommittedSeqs {
-    pub span: i64,
-    pub log: i64,
+/// How far `aotel watch` has read one file, and what identifies that file (see `ingest::watch`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileOffset {
+    pub path: String,
+    pub offset: u64,
+    pub dev: u64,
+    pub ino: u64,
+    /// SHA-256 (16 bytes) of the file's first `head_len` bytes: tells a replaced file from a grown one.
+    pub head_len: u64,
+    pub head: Vec<u8>,
 }
 
 struct Job {
-    batch: Batch,
+    prepared: Prepared,
     _permit: OwnedSemaphorePermit,
-    done: oneshot::Sender<Result<Receipt, StoreError>>,
+    /// The prepared rows travel back with the answer so that freeing them is not the writer's work.
+    done: oneshot::Sender<(Result<Receipt, StoreError>, Prepared)>,
 }
 
 /// A cheap, cloneable handle for submitting batches to the writer thread.
@@ -58,31 +62,89 @@ pub struct Writer {
     budget_bytes: usize,
     queued: Arc<AtomicUsize>,
     changes: broadcast::Sender<Arc<Committed>>,
-    seqs: watch::Receiver<CommittedSeqs>,
+    max_attr: usize,
+    metrics: Arc<Metrics>,
+    /// The ingest path this handle writes for, as the `transport` label of the ingest metrics.
+    transport: &'static str,
 }
 
 impl Writer {
+    /// A handle that counts what it writes under `transport` (grpc, http, events, watch, import).
+    pub fn tagged(&self, transport: &'static str) -> Writer {
+        Writer {
+            transport,
+            ..self.clone()
+        }
+    }
+
+    /// The collector's own counters, shared by every handle.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn transport(&self) -> &'static str {
+        self.transport
+    }
+
+    fn count_received(&self, batch: &Batch) {
+        let t = label("transport", self.transport);
+        self.metrics.inc(
+            "aotel_received_spans_total",
+            t.clone(),
+            batch.span_count() as f64,
+        );
+        self.metrics.inc(
+            "aotel_received_log_records_total",
+            t,
+            batch.log_count() as f64,
+        );
+    }
+
+    fn count_busy(&self) -> StoreError {
+        self.metrics.inc(
+            "aotel_rejected_requests_total",
+            format!(
+                "{},{}",
+                label("transport", self.transport),
+                label("reason", "queue_full")
+            ),
+            1.0,
+        );
+        StoreError::Busy
+    }
+
+    /// Bytes of requests waiting for the writer.
+    pub fn queue_bytes(&self) -> usize {
+        self.budget_bytes
+            .saturating_sub(self.budget.available_permits())
+    }
+
     /// Stores `batch`, answering only once it is committed. Fails fast with `StoreError::Busy` when the
     /// queue's byte budget is used up, so receivers can push back instead of buffering without bound.
     pub async fn write(&self, batch: Batch, approx_bytes: usize) -> Result<Receipt, StoreError> {
+        self.count_received(&batch);
         let permit = self
             .budget
             .clone()
             .try_acquire_many_owned(self.permits(approx_bytes))
-            .map_err(|_| StoreError::Busy)?;
+            .map_err(|_| self.count_busy())?;
         let (done, rx) = oneshot::channel();
         self.tx
             .try_send(Msg::Job(Job {
-                batch,
+                prepared: self.prepare(batch),
                 _permit: permit,
                 done,
             }))
             .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => StoreError::Busy,
+                mpsc::error::TrySendError::Full(_) => self.count_busy(),
                 mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
             })?;
         self.queued.fetch_add(1, Ordering::Relaxed);
-        rx.await.map_err(|_| StoreError::Closed)?
+        rx.await.map_err(|_| StoreError::Closed)?.0
+    }
+
+    fn prepare(&self, batch: Batch) -> Prepared {
+        prepare(batch, self.max_attr, self.changes.receiver_count() > 0)
     }
 
     /// Like `write`, but waits for room instead of failing: for importers, which can afford to wait.
@@ -91,6 +153,7 @@ impl Writer {
         batch: Batch,
         approx_bytes: usize,
     ) -> Result<Receipt, StoreError> {
+        self.count_received(&batch);
         let permit = self
             .budget
             .clone()
@@ -100,18 +163,42 @@ impl Writer {
         let (done, rx) = oneshot::channel();
         self.tx
             .send(Msg::Job(Job {
-                batch,
+                prepared: self.prepare(batch),
                 _permit: permit,
                 done,
             }))
             .await
             .map_err(|_| StoreError::Closed)?;
         self.queued.fetch_add(1, Ordering::Relaxed);
-        rx.await.map_err(|_| StoreError::Closed)?
+        rx.await.map_err(|_| StoreError::Closed)?.0
     }
 
     fn permits(&self, approx_bytes: usize) -> u32 {
         approx_bytes.clamp(1, self.budget_bytes) as u32
+    }
+
+    /// Records a watched file's offset through the one write connection. The watcher calls it after the
+    /// spans read up to `offset` were acknowledged, so a crash in between only means a harmless re-read.
+    pub async fn record_file_offset(&self, offset: FileOffset) -> Result<(), StoreError> {
+        self.run_on_writer(move |conn| save_offset(conn, &offset))
+            .await
+    }
+
+    /// Runs `f` on the one write connection, after everything queued before it: how writes other than
+    /// span and log batches keep to the one-writer rule.
+    pub async fn run_on_writer<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Run(Box::new(move |conn| {
+                let _ = done.send(f(conn));
+            })))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Asks the writer to commit what is queued and stop; later writes fail with `Closed`.
@@ -128,34 +215,6 @@ impl Writer {
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Committed>> {
         self.changes.subscribe()
     }
-
-    /// The highest committed span and log seq, updated after every commit.
-    pub fn committed_seqs(&self) -> watch::Receiver<CommittedSeqs> {
-        self.seqs.clone()
-    }
-
-    /// Runs `f` in a transaction of its own on the writer thread, between group commits. For small
-    /// bookkeeping (forwarding cursors, dead letters): the one-writer rule holds, no second write connection.
-    pub async fn transact<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Transaction) -> Result<T, StoreError> + Send + 'static,
-    {
-        let (done, rx) = oneshot::channel();
-        let exec: ExecFn = Box::new(move |conn| {
-            let result = conn.transaction().map_err(StoreError::from).and_then(|tx| {
-                let value = f(&tx)?;
-                tx.commit()?;
-                Ok(value)
-            });
-            let _ = done.send(result);
-        });
-        self.tx
-            .send(Msg::Exec(exec))
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
-    }
 }
 
 pub(super) fn spawn(
@@ -166,19 +225,21 @@ pub(super) fn spawn(
     let (changes, _) = broadcast::channel(opts.live_buffer.max(16));
     let budget_bytes = opts.queue_bytes.clamp(1, u32::MAX as usize >> 1);
     let queued = Arc::new(AtomicUsize::new(0));
-    let mut state = WriterState::new(conn, opts.max_attribute_bytes)?;
-    let (seqs_tx, seqs) = watch::channel(state.committed());
+    let metrics = Arc::new(Metrics::default());
+    let mut state = WriterState::new(conn, metrics.clone())?;
     let writer = Writer {
         tx,
         budget: Arc::new(Semaphore::new(budget_bytes)),
         budget_bytes,
         queued: queued.clone(),
         changes: changes.clone(),
-        seqs,
+        max_attr: opts.max_attribute_bytes,
+        metrics: metrics.clone(),
+        transport: "other",
     };
     let handle = std::thread::Builder::new()
         .name("aotel-writer".into())
-        .spawn(move || state.run(rx, queued, changes, seqs_tx))
+        .spawn(move || state.run(rx, queued, changes))
         .map_err(StoreError::Io)?;
     Ok((writer, handle))
 }
@@ -194,44 +255,41 @@ struct SessionState {
 
 struct WriterState {
     conn: Connection,
-    max_attr: usize,
+    metrics: Arc<Metrics>,
+    dims: Dims,
     next_span_seq: i64,
     next_log_seq: i64,
     resources: HashMap<[u8; 16], i64>,
     scopes: HashMap<[u8; 16], i64>,
-    operations: HashSet<(String, String, i32)>,
+    operations: Operations,
 }
+
+/// Known (service, operation name) pairs with a bit per span kind, looked up without allocating.
+type Operations = HashMap<String, HashMap<String, u32>>;
 
 /// The per-transaction scratch: sessions touched and what the live hub will be told.
 #[derive(Default)]
 struct Pending {
     sessions: HashMap<String, SessionState>,
-    session_traces: HashSet<(String, Vec<u8>)>,
+    session_traces: HashMap<String, HashSet<Vec<u8>>>,
     spans: Vec<SpanSummary>,
     logs: Vec<LogSummary>,
-}
-
-fn hash16(parts: &[&[u8]]) -> [u8; 16] {
-    let mut h = Sha256::new();
-    for p in parts {
-        h.update((p.len() as u64).to_le_bytes());
-        h.update(p);
-    }
-    let mut out = [0u8; 16];
-    out.copy_from_slice(&h.finalize()[..16]);
-    out
+    stats: StatsDelta,
+    /// Lent by the writer state for the transaction (re-read if it rolls back).
+    dims: Dims,
 }
 
 impl WriterState {
-    fn new(conn: Connection, max_attr: usize) -> Result<Self, StoreError> {
+    fn new(conn: Connection, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
         let mut state = WriterState {
             conn,
-            max_attr,
+            metrics,
+            dims: Dims::default(),
             next_span_seq: 1,
             next_log_seq: 1,
             resources: HashMap::new(),
             scopes: HashMap::new(),
-            operations: HashSet::new(),
+            operations: HashMap::new(),
         };
         state.reload()?;
         Ok(state)
@@ -243,6 +301,7 @@ impl WriterState {
         self.resources.clear();
         self.scopes.clear();
         self.operations.clear();
+        self.dims = Dims::load(&self.conn)?;
         let hwm = |key: &str, table: &str| -> rusqlite::Result<i64> {
             let stored: Option<i64> = self
                 .conn
@@ -263,31 +322,30 @@ impl WriterState {
         mut rx: mpsc::Receiver<Msg>,
         queued: Arc<AtomicUsize>,
         changes: broadcast::Sender<Arc<Committed>>,
-        seqs: watch::Sender<CommittedSeqs>,
     ) {
         let mut stopping = false;
-        let mut execs: Vec<ExecFn> = Vec::new();
         while !stopping {
-            for exec in execs.drain(..) {
-                exec(&mut self.conn);
-            }
             let first = match rx.blocking_recv() {
                 Some(Msg::Job(job)) => job,
-                Some(Msg::Exec(exec)) => {
-                    exec(&mut self.conn);
+                Some(Msg::Run(task)) => {
+                    task(&mut self.conn);
                     continue;
                 }
                 Some(Msg::Stop) | None => break,
             };
-            let mut items = first.batch.span_count() + first.batch.log_count();
+            let mut items = first.prepared.items;
             let mut jobs = vec![first];
+            let mut run_after = None;
             while items < GROUP_ITEMS {
                 match rx.try_recv() {
                     Ok(Msg::Job(job)) => {
-                        items += job.batch.span_count() + job.batch.log_count();
+                        items += job.prepared.items;
                         jobs.push(job);
                     }
-                    Ok(Msg::Exec(exec)) => execs.push(exec),
+                    Ok(Msg::Run(task)) => {
+                        run_after = Some(task);
+                        break;
+                    }
                     Ok(Msg::Stop) => {
                         stopping = true;
                         break;
@@ -296,12 +354,11 @@ impl WriterState {
                 }
             }
             queued.fetch_sub(jobs.len(), Ordering::Relaxed);
-            let live = changes.receiver_count() > 0;
-            let batches: Vec<&mut Batch> = jobs.iter_mut().map(|j| &mut j.batch).collect();
-            match self.commit(batches, live) {
+            let prepared: Vec<&Prepared> = jobs.iter().map(|j| &j.prepared).collect();
+            match self.commit(&prepared) {
                 Ok((receipts, committed)) => {
                     for (job, receipt) in jobs.into_iter().zip(receipts) {
-                        let _ = job.done.send(Ok(receipt));
+                        let _ = job.done.send((Ok(receipt), job.prepared));
                     }
                     if let Some(c) = committed {
                         let _ = changes.send(Arc::new(c));
@@ -313,30 +370,27 @@ impl WriterState {
                     if let Err(e) = self.reload() {
                         tracing::error!(error = %e, "writer could not re-read its state");
                     }
-                    for mut job in jobs {
-                        let result = self.commit(vec![&mut job.batch], live);
+                    for job in jobs {
+                        let result = self.commit(&[&job.prepared]);
                         match result {
                             Ok((receipts, committed)) => {
-                                let _ = job.done.send(Ok(receipts[0]));
+                                let receipt = receipts.first().copied().unwrap_or_default();
+                                let _ = job.done.send((Ok(receipt), job.prepared));
                                 if let Some(c) = committed {
                                     let _ = changes.send(Arc::new(c));
                                 }
                             }
                             Err(e) => {
                                 let _ = self.reload();
-                                let _ = job.done.send(Err(e));
+                                let _ = job.done.send((Err(e), job.prepared));
                             }
                         }
                     }
                 }
             }
-            seqs.send_if_modified(|s| {
-                let now = self.committed();
-                std::mem::replace(s, now) != now
-            });
-        }
-        for exec in execs.drain(..) {
-            exec(&mut self.conn);
+            if let Some(task) = run_after {
+                task(&mut self.conn);
+            }
         }
         rx.close();
         if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
@@ -345,20 +399,15 @@ impl WriterState {
         tracing::debug!("writer stopped");
     }
 
-    fn committed(&self) -> CommittedSeqs {
-        CommittedSeqs {
-            span: self.next_span_seq - 1,
-            log: self.next_log_seq - 1,
-        }
-    }
-
     fn commit(
         &mut self,
-        batches: Vec<&mut Batch>,
-        live: bool,
+        batches: &[&Prepared],
     ) -> Result<(Vec<Receipt>, Option<Committed>), StoreError> {
-        let max_attr = self.max_attr;
-        let mut pending = Pending::default();
+        let started = std::time::Instant::now();
+        let mut pending = Pending {
+            dims: std::mem::take(&mut self.dims),
+            ..Pending::default()
+        };
         let mut receipts = Vec::with_capacity(batches.len());
         let tx = self.conn.transaction()?;
         let mut seqs = (self.next_span_seq, self.next_log_seq);
@@ -369,78 +418,56 @@ impl WriterState {
         };
         for batch in batches {
             let mut receipt = Receipt::default();
-            for rs in &mut batch.spans {
-                let resource = rs.resource.take().unwrap_or_default();
-                let service = facts::service_name(&resource.attributes);
-                let resource_id = caches.resource(&tx, &resource, &rs.schema_url, &service)?;
-                for ss in &mut rs.scope_spans {
-                    let scope = ss.scope.take().unwrap_or_default();
-                    let scope_id = caches.scope(&tx, &scope, &ss.schema_url)?;
-                    for span in &mut ss.spans {
-                        if ids::check_id(&span.trace_id, 16, "trace_id").is_err()
-                            || ids::check_id(&span.span_id, 8, "span_id").is_err()
+            for pr in &batch.resources {
+                let resource_id = caches.resource(&tx, &pr.meta, &pr.service)?;
+                for ps in &pr.scopes {
+                    let scope_id = caches.scope(&tx, &ps.meta, &ps.name, &ps.version)?;
+                    for span in &ps.spans {
+                        caches.operation(&tx, &pr.service, &span.name, span.kind)?;
+                        if store_span(&tx, span, resource_id, scope_id, &mut seqs.0, &mut pending)?
                         {
-                            continue;
-                        }
-                        truncate(&mut span.attributes, max_attr);
-                        for event in &mut span.events {
-                            truncate(&mut event.attributes, max_attr);
-                        }
-                        let f = facts::span_facts(span, &resource.attributes, &service);
-                        caches.operation(&tx, &service, &span.name, span.kind)?;
-                        if store_span(
-                            &tx,
-                            span,
-                            &f,
-                            resource_id,
-                            scope_id,
-                            &mut seqs.0,
-                            &mut pending,
-                            live,
-                        )? {
                             receipt.spans += 1;
                         }
                     }
-                }
-                rs.resource = Some(resource);
-            }
-            for rl in &mut batch.logs {
-                let resource = rl.resource.take().unwrap_or_default();
-                let service = facts::service_name(&resource.attributes);
-                let resource_id = caches.resource(&tx, &resource, &rl.schema_url, &service)?;
-                for sl in &mut rl.scope_logs {
-                    let scope = sl.scope.take().unwrap_or_default();
-                    let scope_id = caches.scope(&tx, &scope, &sl.schema_url)?;
-                    for log in &mut sl.log_records {
-                        truncate(&mut log.attributes, max_attr);
-                        let f = facts::log_facts(log, &resource.attributes);
+                    for log in &ps.logs {
                         if store_log(
                             &tx,
                             log,
-                            &f,
-                            &service,
+                            &pr.service,
                             resource_id,
                             scope_id,
                             &mut seqs.1,
                             &mut pending,
-                            live,
                         )? {
                             receipt.logs += 1;
                         }
                     }
                 }
-                rl.resource = Some(resource);
             }
             receipts.push(receipt);
         }
         let sessions = write_sessions(&tx, &mut pending, seqs.0 - 1)?;
-        tx.execute(
+        pending.stats.flush(&tx)?;
+        tx.prepare_cached(
             "INSERT INTO meta(key, value) VALUES ('span_seq', ?1), ('log_seq', ?2)
              ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            params![seqs.0 - 1, seqs.1 - 1],
-        )?;
+        )?
+        .execute(params![seqs.0 - 1, seqs.1 - 1])?;
         tx.commit()?;
         (self.next_span_seq, self.next_log_seq) = seqs;
+        self.dims = std::mem::take(&mut pending.dims);
+        self.metrics.observe_commit(started.elapsed().as_secs_f64());
+        let stored = receipts
+            .iter()
+            .fold((0, 0), |(s, l), r| (s + r.spans, l + r.logs));
+        self.metrics
+            .inc("aotel_stored_spans_total", String::new(), stored.0 as f64);
+        self.metrics.inc(
+            "aotel_stored_log_records_total",
+            String::new(),
+            stored.1 as f64,
+        );
+        let live = !pending.spans.is_empty() || !pending.logs.is_empty();
         let committed = live.then_some(Committed {
             sessions,
             spans: pending.spans,
@@ -453,56 +480,47 @@ impl WriterState {
 struct Caches<'a> {
     resources: &'a mut HashMap<[u8; 16], i64>,
     scopes: &'a mut HashMap<[u8; 16], i64>,
-    operations: &'a mut HashSet<(String, String, i32)>,
+    operations: &'a mut Operations,
 }
 
 impl Caches<'_> {
-    fn resource(
-        &mut self,
-        tx: &Transaction,
-        resource: &Resource,
-        schema_url: &str,
-        service: &str,
-    ) -> rusqlite::Result<i64> {
-        let body = resource.encode_to_vec();
-        let hash = hash16(&[&body, schema_url.as_bytes()]);
-        if let Some(id) = self.resources.get(&hash) {
+    fn resource(&mut self, tx: &Transaction, meta: &Meta, service: &str) -> rusqlite::Result<i64> {
+        if let Some(id) = self.resources.get(&meta.hash) {
             return Ok(*id);
         }
         let id = intern(
             tx,
             "INSERT INTO resources(hash, service, schema_url, body) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT(hash) DO UPDATE SET hash = hash RETURNING id",
-            params![&hash[..], service, schema_url, body],
+            params![&meta.hash[..], service, meta.schema_url, meta.body],
         )?;
         if self.resources.len() > CACHE_LIMIT {
             self.resources.clear();
         }
-        self.resources.insert(hash, id);
+        self.resources.insert(meta.hash, id);
         Ok(id)
     }
 
     fn scope(
         &mut self,
         tx: &Transaction,
-        scope: &InstrumentationScope,
-        schema_url: &str,
+        meta: &Meta,
+        name: &str,
+        version: &str,
     ) -> rusqlite::Result<i64> {
-        let body = scope.encode_to_vec();
-        let hash = hash16(&[&body, schema_url.as_bytes()]);
-        if let Some(id) = self.scopes.get(&hash) {
+        if let Some(id) = self.scopes.get(&meta.hash) {
             return Ok(*id);
         }
         let id = intern(
             tx,
             "INSERT INTO scopes(hash, name, version, schema_url, body) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT(hash) DO UPDATE SET hash = hash RETURNING id",
-            params![&hash[..], scope.name, scope.version, schema_url, body],
+            params![&meta.hash[..], name, version, meta.schema_url, meta.body],
         )?;
         if self.scopes.len() > CACHE_LIMIT {
             self.scopes.clear();
         }
-        self.scopes.insert(hash, id);
+        self.scopes.insert(meta.hash, id);
         Ok(id)
     }
 
@@ -513,8 +531,13 @@ impl Caches<'_> {
         name: &str,
         kind: i32,
     ) -> rusqlite::Result<()> {
-        let key = (service.to_string(), name.to_string(), kind);
-        if self.operations.contains(&key) {
+        let bit = 1u32 << kind.clamp(0, 31);
+        let known = self
+            .operations
+            .get(service)
+            .and_then(|names| names.get(name))
+            .is_some_and(|kinds| kinds & bit != 0);
+        if known {
             return Ok(());
         }
         tx.prepare_cached(
@@ -524,7 +547,12 @@ impl Caches<'_> {
         if self.operations.len() > CACHE_LIMIT {
             self.operations.clear();
         }
-        self.operations.insert(key);
+        *self
+            .operations
+            .entry(service.to_string())
+            .or_default()
+            .entry(name.to_string())
+            .or_default() |= bit;
         Ok(())
     }
 }
@@ -536,33 +564,28 @@ fn intern(tx: &Transaction, sql: &str, p: impl rusqlite::Params) -> rusqlite::Re
 const FLAG_IN_PROGRESS: i64 = 1;
 
 /// Inserts or replaces one span; returns whether anything changed (an identical copy changes nothing).
-#[allow(clippy::too_many_arguments)]
 fn store_span(
     tx: &Transaction,
-    span: &Span,
-    f: &SpanFacts,
+    span: &PreparedSpan,
     resource_id: i64,
     scope_id: i64,
     next_seq: &mut i64,
     pending: &mut Pending,
-    live: bool,
 ) -> Result<bool, StoreError> {
-    let body = span.encode_to_vec();
-    let status = span.status.as_ref().map(|s| s.code).unwrap_or(0);
-    let parent = (!span.parent_span_id.is_empty()).then_some(&span.parent_span_id);
+    let f = &span.facts;
     let flags = if f.in_progress { FLAG_IN_PROGRESS } else { 0 };
     let seq = *next_seq;
     let values = params![
         seq,
         span.trace_id,
         span.span_id,
-        parent,
+        span.parent_span_id,
         f.session,
         span.name,
         span.kind,
-        span.start_time_unix_nano as i64,
-        span.end_time_unix_nano as i64,
-        status,
+        span.start_ns as i64,
+        span.end_ns as i64,
+        span.status,
         f.service,
         f.operation,
         f.tool,
@@ -576,7 +599,7 @@ fn store_span(
         f.usage.cost_usd,
         resource_id,
         scope_id,
-        body,
+        span.body,
     ];
     let inserted = tx
         .prepare_cached(
@@ -588,11 +611,12 @@ fn store_span(
              ON CONFLICT(trace_id, span_id) DO NOTHING",
         )?
         .execute(values)?;
+    let mut replaced: Option<SpanFacts> = None;
     if inserted == 0 {
-        let Some((old, old_end, same)) = previous_copy(tx, span, &body, resource_id, scope_id)?
-        else {
+        let Some((old, old_end, same)) = previous_copy(tx, span, resource_id, scope_id)? else {
             return Ok(false);
         };
+        let old = (old, old_end);
         if same {
             return Ok(false);
         }
@@ -606,17 +630,16 @@ fn store_span(
              WHERE trace_id = ?2 AND span_id = ?3",
         )?
         .execute(values)?;
-        session_mut(tx, pending, &old.session, &old.service)?
+        session_mut(tx, pending, &old.0.session, &old.0.service)?
             .counters
-            .apply_span(&old, old_end, -1);
+            .apply_span(&old.0, old.1, -1);
+        replaced = Some(old.0);
     }
     *next_seq += 1;
     let state = session_mut(tx, pending, &f.session, &f.service)?;
-    state.counters.apply_span(f, span.end_time_unix_nano, 1);
-    state.first_ns = state.first_ns.min(span.start_time_unix_nano);
-    state.last_ns = state
-        .last_ns
-        .max(span.end_time_unix_nano.max(span.start_time_unix_nano));
+    state.counters.apply_span(f, span.end_ns, 1);
+    state.first_ns = state.first_ns.min(span.start_ns);
+    state.last_ns = state.last_ns.max(span.end_ns.max(span.start_ns));
     if f.title.is_some() {
         state.title.clone_from(&f.title);
     }
@@ -624,11 +647,26 @@ fn store_span(
     {
         state.agent.clone_from(&f.agent);
     }
-    pending
-        .session_traces
-        .insert((f.session.clone(), span.trace_id.clone()));
-    if live {
-        pending.spans.push(SpanSummary::new(seq, span, f));
+    // Cost is counted by agent; only then is the session's agent worth a copy.
+    let agent = if f.usage.cost_usd > 0.0 {
+        state.agent.clone()
+    } else {
+        None
+    };
+    note_trace(pending, &f.session, &span.trace_id);
+    let duration_s = span.end_ns.saturating_sub(span.start_ns) as f64 / 1e9;
+    pending.stats.span(
+        tx,
+        &mut pending.dims,
+        f,
+        replaced.as_ref(),
+        duration_s,
+        agent.as_deref(),
+    )?;
+    if let Some(summary) = &span.summary {
+        let mut summary = summary.clone();
+        summary.seq = seq;
+        pending.spans.push(summary);
     }
     Ok(true)
 }
@@ -636,15 +674,15 @@ fn store_span(
 /// The stored copy's facts, its end time, and whether it is byte-for-byte what just arrived.
 fn previous_copy(
     tx: &Transaction,
-    span: &Span,
-    body: &[u8],
+    span: &PreparedSpan,
     resource_id: i64,
     scope_id: i64,
 ) -> rusqlite::Result<Option<(SpanFacts, u64, bool)>> {
+    let body = span.body.as_slice();
     tx.prepare_cached(
         "SELECT body, resource_id, scope_id, session, service, operation, tool, agent, model, flags, status,
             parent_span_id IS NULL, end_ns, input_tokens, output_tokens, cache_read_tokens,
-            cache_creation_tokens, cost_usd
+            cache_creation_tokens, cost_usd, name
          FROM spans WHERE trace_id = ?1 AND span_id = ?2",
     )?
     .query_row(params![span.trace_id, span.span_id], |r| {
@@ -663,6 +701,8 @@ fn previous_copy(
             in_progress: r.get::<_, i64>(9)? & FLAG_IN_PROGRESS != 0,
             is_error: r.get::<_, i32>(10)? == 2,
             is_root: r.get(11)?,
+            tool_execution_error: r.get::<_, i32>(10)? == 2
+                && r.get_ref(18)?.as_str()? == facts::CLAUDE_CODE_TOOL_EXECUTION,
             usage: Usage {
                 input_tokens: r.get(13)?,
                 output_tokens: r.get(14)?,
@@ -676,25 +716,36 @@ fn previous_copy(
     .optional()
 }
 
-#[allow(clippy::too_many_arguments)]
+fn save_offset(conn: &mut Connection, o: &FileOffset) -> Result<(), StoreError> {
+    conn
+        .prepare_cached(
+            "INSERT INTO watch_offsets(path, offset, dev, ino, head_len, head, updated_ns)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT(path) DO UPDATE SET offset = excluded.offset, dev = excluded.dev, ino = excluded.ino,
+                head_len = excluded.head_len, head = excluded.head, updated_ns = excluded.updated_ns",
+        )?
+        .execute(params![
+            o.path,
+            o.offset as i64,
+            o.dev as i64,
+            o.ino as i64,
+            o.head_len as i64,
+            o.head,
+            crate::model::time::now_ns() as i64
+        ])?;
+    Ok(())
+}
+
 fn store_log(
     tx: &Transaction,
-    log: &LogRecord,
-    f: &LogFacts,
+    log: &PreparedLog,
     service: &str,
     resource_id: i64,
     scope_id: i64,
     next_seq: &mut i64,
     pending: &mut Pending,
-    live: bool,
 ) -> Result<bool, StoreError> {
-    let body = log.encode_to_vec();
-    let hash = hash16(&[&resource_id.to_le_bytes(), &scope_id.to_le_bytes(), &body]);
-    let time = if log.time_unix_nano > 0 {
-        log.time_unix_nano
-    } else {
-        log.observed_time_unix_nano
-    };
+    let f = &log.facts;
     let seq = *next_seq;
     let inserted = tx
         .prepare_cached(
@@ -705,39 +756,57 @@ fn store_log(
         )?
         .execute(params![
             seq,
-            &hash[..],
-            time as i64,
-            (!log.trace_id.is_empty()).then_some(&log.trace_id),
-            (!log.span_id.is_empty()).then_some(&log.span_id),
+            &log.hash[..],
+            log.time_ns as i64,
+            log.trace_id,
+            log.span_id,
             f.session,
-            log.severity_number,
+            log.severity,
             f.event_name,
             service,
             resource_id,
             scope_id,
-            body,
+            log.body,
         ])?;
     if inserted == 0 {
         return Ok(false);
     }
     *next_seq += 1;
+    let mut agent = None;
     if let Some(session) = &f.session {
         let state = session_mut(tx, pending, session, service)?;
         state.counters.apply_log(f);
-        if time > 0 {
-            state.first_ns = state.first_ns.min(time);
-            state.last_ns = state.last_ns.max(time);
+        agent.clone_from(&state.agent);
+        if log.time_ns > 0 {
+            state.first_ns = state.first_ns.min(log.time_ns);
+            state.last_ns = state.last_ns.max(log.time_ns);
         }
-        if !log.trace_id.is_empty() {
-            pending
-                .session_traces
-                .insert((session.clone(), log.trace_id.clone()));
+        if let Some(trace_id) = &log.trace_id {
+            note_trace(pending, session, trace_id);
         }
     }
-    if live {
-        pending.logs.push(LogSummary::new(seq, log, f, service));
+    pending
+        .stats
+        .log(tx, &mut pending.dims, f, agent.as_deref())?;
+    if let Some(summary) = &log.summary {
+        let mut summary = summary.clone();
+        summary.seq = seq;
+        pending.logs.push(summary);
     }
     Ok(true)
+}
+
+/// Remembers that `session` has `trace_id`, allocating only the first time in a transaction.
+fn note_trace(pending: &mut Pending, session: &str, trace_id: &[u8]) {
+    if let Some(traces) = pending.session_traces.get_mut(session) {
+        if !traces.contains(trace_id) {
+            traces.insert(trace_id.to_vec());
+        }
+        return;
+    }
+    pending
+        .session_traces
+        .insert(session.to_string(), HashSet::from([trace_id.to_vec()]));
 }
 
 fn session_mut<'p>(
@@ -779,15 +848,17 @@ fn write_sessions(
     pending: &mut Pending,
     seq: i64,
 ) -> rusqlite::Result<Vec<SessionRow>> {
-    for (session, trace_id) in pending.session_traces.drain() {
-        let added = tx
-            .prepare_cached(
-                "INSERT OR IGNORE INTO session_traces(session, trace_id) VALUES (?1, ?2)",
-            )?
-            .execute(params![session, trace_id])?;
-        if added > 0 {
-            if let Some(state) = pending.sessions.get_mut(&session) {
-                state.counters.traces += 1;
+    for (session, traces) in pending.session_traces.drain() {
+        for trace_id in traces {
+            let added = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO session_traces(session, trace_id) VALUES (?1, ?2)",
+                )?
+                .execute(params![session, trace_id])?;
+            if added > 0 {
+                if let Some(state) = pending.sessions.get_mut(&session) {
+                    state.counters.traces += 1;
+                }
             }
         }
     }

@@ -1,0 +1,362 @@
+//! Ingest benchmark: drives a release `aotel` (a child process on a fresh database) with concurrent
+//! OTLP exporters (gRPC and HTTP protobuf, agent-shaped spans) and the same load against rotel's
+//! receive-and-drop (`rotel-agent start --exporter blackhole`) in the same run, and prints figures.
+//!
+//! `cargo bench --bench ingest` (options after `--`: --seconds N --connections N --spans N --rate N).
+
+use aotel::model::attrs::{kv_f64, kv_i64, kv_str};
+use aotel::model::{ExportTraceServiceRequest, Resource, ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use prost::Message;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Opts {
+    seconds: u64,
+    connections: usize,
+    spans: usize,
+    rate: u64,
+}
+
+fn opts() -> Opts {
+    let mut o = Opts {
+        seconds: 10,
+        connections: 8,
+        spans: 100,
+        rate: 20_000,
+    };
+    let args: Vec<String> = std::env::args().collect();
+    let mut i = 1;
+    while i < args.len() {
+        let val = || args.get(i + 1).and_then(|v| v.parse::<u64>().ok());
+        match args[i].as_str() {
+            "--seconds" => o.seconds = val().unwrap_or(o.seconds),
+            "--connections" => o.connections = val().map(|v| v as usize).unwrap_or(o.connections),
+            "--spans" => o.spans = val().map(|v| v as usize).unwrap_or(o.spans),
+            "--rate" => o.rate = val().unwrap_or(o.rate),
+            _ => {
+                i += 1;
+                continue;
+            }
+        }
+        i += 2;
+    }
+    o
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// A session-shaped request: an invoke_agent root and tool spans with ~256-byte arguments and results.
+fn request(seq: u64, spans: usize) -> ExportTraceServiceRequest {
+    let mut trace_id = [0u8; 16];
+    trace_id[..8].copy_from_slice(&seq.to_be_bytes());
+    trace_id[8..].copy_from_slice(&0xa07e1u64.to_be_bytes());
+    let t0 = 1_764_000_000_000_000_000u64 + seq * 1_000_000;
+    let root_id = 1u64.to_be_bytes().to_vec();
+    let session = format!("bench-{seq}");
+    let mut out = Vec::with_capacity(spans);
+    out.push(Span {
+        trace_id: trace_id.to_vec(),
+        span_id: root_id.clone(),
+        name: "invoke_agent bench".into(),
+        start_time_unix_nano: t0,
+        end_time_unix_nano: t0 + 900_000_000,
+        attributes: vec![
+            kv_str("gen_ai.operation.name", "invoke_agent"),
+            kv_str("gen_ai.agent.name", "bench"),
+            kv_str("gen_ai.conversation.id", session.clone()),
+            kv_i64("gen_ai.usage.output_tokens", 1234),
+            kv_f64("ao.cost.usd", 0.01),
+        ],
+        ..Default::default()
+    });
+    let args = format!("{{\"command\":\"{}\"}}", "a".repeat(240));
+    let result = "r".repeat(256);
+    for i in 1..spans as u64 {
+        out.push(Span {
+            trace_id: trace_id.to_vec(),
+            span_id: (i + 1).to_be_bytes().to_vec(),
+            parent_span_id: root_id.clone(),
+            name: "execute_tool Bash".into(),
+            start_time_unix_nano: t0 + i * 1_000_000,
+            end_time_unix_nano: t0 + i * 1_000_000 + 500_000,
+            attributes: vec![
+                kv_str("gen_ai.operation.name", "execute_tool"),
+                kv_str("gen_ai.tool.name", "Bash"),
+                kv_str("gen_ai.tool.call.id", format!("toolu_{seq}_{i}")),
+                kv_str("gen_ai.conversation.id", session.clone()),
+                kv_str("gen_ai.tool.call.arguments", args.clone()),
+                kv_str("gen_ai.tool.call.result", result.clone()),
+            ],
+            ..Default::default()
+        });
+    }
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv_str("service.name", "bench")],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans: out,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+#[derive(Default)]
+struct Outcome {
+    spans: u64,
+    errors: u64,
+    latencies: Vec<Duration>,
+    elapsed: Duration,
+}
+
+impl Outcome {
+    fn rate(&self) -> f64 {
+        self.spans as f64 / self.elapsed.as_secs_f64()
+    }
+    fn pct(&mut self, p: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return f64::NAN;
+        }
+        self.latencies.sort();
+        let i = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies[i].as_secs_f64() * 1000.0
+    }
+}
+
+/// Runs `connections` exporters (half gRPC, half HTTP protobuf) for `seconds`; with `rate`, paced to
+/// that many spans/s in total, otherwise as fast as acknowledgements come back.
+async fn drive(grpc: u16, http: u16, o: &Opts, rate: Option<u64>, seq: &Arc<AtomicU64>) -> Outcome {
+    let deadline = Instant::now() + Duration::from_secs(o.seconds);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..o.connections {
+        let seq = Arc::clone(seq);
+        let spans = o.spans;
+        let interval =
+            rate.map(|r| Duration::from_secs_f64(spans as f64 * o.connections as f64 / r as f64));
+        tasks.push(tokio::spawn(async move {
+            let mut out = Outcome::default();
+            let mut grpc_client = if c % 2 == 0 {
+                TraceServiceClient::connect(format!("http://127.0.0.1:{grpc}"))
+                    .await
+                    .ok()
+            } else {
+                None
+            };
+            let http_client = reqwest::Client::new();
+            let url = format!("http://127.0.0.1:{http}/v1/traces");
+            let mut next = Instant::now();
+            while Instant::now() < deadline {
+                if let Some(iv) = interval {
+                    tokio::time::sleep_until(next.into()).await;
+                    next += iv;
+                }
+                let req = request(seq.fetch_add(1, Ordering::Relaxed), spans);
+                let t = Instant::now();
+                let ok = match grpc_client.as_mut() {
+                    Some(client) => client.export(req).await.is_ok(),
+                    None => http_client
+                        .post(&url)
+                        .header("content-type", "application/x-protobuf")
+                        .body(req.encode_to_vec())
+                        .send()
+                        .await
+                        .map(|r| r.status().is_success())
+                        .unwrap_or(false),
+                };
+                if ok {
+                    out.latencies.push(t.elapsed());
+                    out.spans += spans as u64;
+                } else {
+                    out.errors += 1;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            out
+        }));
+    }
+    let mut total = Outcome::default();
+    for t in tasks {
+        if let Ok(o) = t.await {
+            total.spans += o.spans;
+            total.errors += o.errors;
+            total.latencies.extend(o.latencies);
+        }
+    }
+    total.elapsed = start.elapsed();
+    total
+}
+
+fn wait_for_port(port: u16) -> bool {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+fn peak_rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+fn stop(mut child: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+fn rotel_binary() -> Option<String> {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import rotel, os; print(os.path.join(os.path.dirname(rotel.__file__), 'rotel-agent'))",
+        ])
+        .output()
+        .ok()?;
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    std::path::Path::new(&path).exists().then_some(path)
+}
+
+fn report(name: &str, o: &mut Outcome) {
+    println!(
+        "{name:<32} {:>10.0} spans/s  p50 {:>7.2} ms  p99 {:>7.2} ms  ({} spans, {} refused/failed requests, {:.1} s)",
+        o.rate(),
+        o.pct(0.5),
+        o.pct(0.99),
+        o.spans,
+        o.errors,
+        o.elapsed.as_secs_f64()
+    );
+}
+
+fn main() {
+    let o = opts();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    if let Ok(target) = std::env::var("AOTEL_BENCH_TARGET") {
+        // Load only, against an already running collector ("GRPC_PORT,HTTP_PORT"): for profiling.
+        let ports: Vec<u16> = target
+            .split(',')
+            .filter_map(|p| p.trim().parse().ok())
+            .collect();
+        if let [grpc, http] = ports[..] {
+            let seq = Arc::new(AtomicU64::new(1));
+            let mut out = rt.block_on(drive(grpc, http, &o, None, &seq));
+            report("external target, max", &mut out);
+            return;
+        }
+        panic!("AOTEL_BENCH_TARGET must be GRPC_PORT,HTTP_PORT");
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = dir.path().join("bench.db");
+    let (grpc, http, api) = (free_port(), free_port(), free_port());
+    println!(
+        "aotel ingest benchmark: {} connections (half gRPC, half HTTP protobuf), {} spans/request, {} s per phase, {} cores",
+        o.connections,
+        o.spans,
+        o.seconds,
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_aotel"))
+        .args([
+            "--grpc",
+            &format!("127.0.0.1:{grpc}"),
+            "--http",
+            &format!("127.0.0.1:{http}"),
+        ])
+        .args(["--api", &format!("127.0.0.1:{api}"), "--db"])
+        .arg(&db)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start aotel (cargo bench builds it)");
+    assert!(wait_for_port(api), "aotel did not start");
+    let pid = child.id();
+    // One sequence across phases: every request is a new trace, never a duplicate.
+    let seq = Arc::new(AtomicU64::new(1));
+    let mut max = rt.block_on(drive(grpc, http, &o, None, &seq));
+    report("aotel, max (ack after commit)", &mut max);
+    let mut paced = rt.block_on(drive(grpc, http, &o, Some(o.rate), &seq));
+    report(&format!("aotel, paced at {}/s", o.rate), &mut paced);
+    let rss = peak_rss_mb(pid);
+    stop(child);
+    let conn = rusqlite::Connection::open(&db).expect("open db");
+    let stored: i64 = conn
+        .query_row("SELECT COUNT(*) FROM spans", [], |r| r.get(0))
+        .unwrap_or(0);
+    let bytes: u64 = ["", "-wal"]
+        .iter()
+        .filter_map(|s| std::fs::metadata(format!("{}{s}", db.display())).ok())
+        .map(|m| m.len())
+        .sum();
+    println!(
+        "aotel peak RSS {rss:.0} MB; {stored} spans stored in {:.1} MB = {:.0} bytes/span",
+        bytes as f64 / 1e6,
+        bytes as f64 / stored.max(1) as f64
+    );
+    let acked = max.spans + paced.spans;
+    println!(
+        "acknowledged {acked}, stored {stored}: {}",
+        if stored as u64 >= acked {
+            "every acknowledged span is stored"
+        } else {
+            "MISSING SPANS"
+        }
+    );
+
+    match rotel_binary() {
+        None => println!("rotel: not installed (pip install rotel==0.0.1a15); no peer comparison"),
+        Some(bin) => {
+            let (rg, rh) = (free_port(), free_port());
+            let child = Command::new(bin)
+                .args(["start", "--exporter", "blackhole"])
+                .args(["--otlp-grpc-endpoint", &format!("127.0.0.1:{rg}")])
+                .args(["--otlp-http-endpoint", &format!("127.0.0.1:{rh}")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start rotel");
+            assert!(
+                wait_for_port(rg) && wait_for_port(rh),
+                "rotel did not start"
+            );
+            let mut peer = rt.block_on(drive(rg, rh, &o, None, &seq));
+            report("rotel blackhole, max (drop)", &mut peer);
+            let rotel_rss = peak_rss_mb(child.id());
+            stop(child);
+            println!("rotel peak RSS {rotel_rss:.0} MB");
+            println!(
+                "ratio aotel/rotel (max spans/s): {:.2}",
+                max.rate() / peer.rate()
+            );
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! Agent-behaviour statistics kept in the `stats` table as spans and logs are committed: tool calls and
+//! durations by tool, tokens by model, cost by agent. Written in the same transaction as the data, so
+//! `/metrics` agrees with what is stored, survives restarts and includes offline imports.
+
+use crate::model::facts::{LogFacts, SpanFacts, UsageSource, OP_TOOL};
+use rusqlite::{params, Connection, Transaction};
+use std::collections::{HashMap, HashSet};
+
+/// Distinct values kept per label before the rest is counted as `other`.
+pub const LABEL_CAP: usize = 50;
+
+/// Upper bounds (seconds) of the tool duration histogram.
+pub const DURATION_BUCKETS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+pub const TOOL_CALLS: &str = "aotel_tool_calls_total";
+pub const TOOL_DURATION: &str = "aotel_tool_duration_seconds";
+pub const TOKENS: &str = "aotel_tokens_total";
+pub const COST: &str = "aotel_cost_usd_total";
+
+/// Renders one Prometheus label value, escaped.
+pub fn label(name: &str, value: &str) -> String {
+    let escaped = value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n");
+    format!("{name}=\"{escaped}\"")
+}
+
+/// The label values already in use, so that new ones past the cap become `other`.
+#[derive(Default)]
+pub(super) struct Dims {
+    known: HashMap<&'static str, HashSet<String>>,
+}
+
+impl Dims {
+    pub fn load(conn: &Connection) -> rusqlite::Result<Dims> {
+        let mut dims = Dims::default();
+        let mut stmt = conn.prepare("SELECT dim, value FROM stat_dims")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        for row in rows {
+            let (dim, value) = row?;
+            if let Some(dim) = ["tool", "agent", "model"].into_iter().find(|d| *d == dim) {
+                dims.known.entry(dim).or_default().insert(value);
+            }
+        }
+        Ok(dims)
+    }
+
+    fn value(
+        &mut self,
+        tx: &Transaction,
+        dim: &'static str,
+        value: Option<&str>,
+    ) -> rusqlite::Result<String> {
+        let value = value.filter(|v| !v.is_empty()).unwrap_or("unknown");
+        let known = self.known.entry(dim).or_default();
+        if known.contains(value) {
+            return Ok(value.to_string());
+        }
+        if known.len() >= LABEL_CAP {
+            return Ok("other".to_string());
+        }
+        tx.prepare_cached("INSERT OR IGNORE INTO stat_dims(dim, value) VALUES (?1, ?2)")?
+            .execute(params![dim, value])?;
+        known.insert(value.to_string());
+        Ok(value.to_string())
+    }
+}
+
+/// What one transaction adds to the stats, applied just before it commits.
+#[derive(Default)]
+pub(super) struct StatsDelta {
+    values: HashMap<(&'static str, String), f64>,
+}
+
+fn source_name(s: UsageSource) -> &'static str {
+    match s {
+        UsageSource::Model => "model",
+        UsageSource::Log => "log",
+        UsageSource::Agent => "agent",
+    }
+}
+
+impl StatsDelta {
+    fn add(&mut self, metric: &'static str, labels: String, v: f64) {
+        if v != 0.0 {
+            *self.values.entry((metric, labels)).or_default() += v;
+        }
+    }
+
+    fn observe_duration(&mut self, tool: &str, seconds: f64) {
+        let t = label("tool", tool);
+        for le in DURATION_BUCKETS {
+            if seconds <= *le {
+                self.add(TOOL_DURATION, format!("{t},le=\"{le}\""), 1.0);
+            }
+        }
+        self.add(TOOL_DURATION, format!("{t},le=\"+Inf\""), 1.0);
+        self.add(TOOL_DURATION, format!("{t},sum"), seconds.max(0.0));
+    }
+
+    /// Counts a stored span copy. `old` is the copy it replaced, if any: a finished tool call is
+    /// counted once however often it is re-sent, and only usage that grew is added, so every counter
+    /// only ever goes up.
+    pub fn span(
+        &mut self,
+        tx: &Transaction,
+        dims: &mut Dims,
+        f: &SpanFacts,
+        old: Option<&SpanFacts>,
+        duration_s: f64,
+        session_agent: Option<&str>,
+    ) -> rusqlite::Result<()> {
+        let was_counted = old.is_some_and(|o| o.operation == Some(OP_TOOL) && !o.in_progress);
+        if f.operation == Some(OP_TOOL) && !f.in_progress && !was_counted {
+            let tool = dims.value(tx, "tool", f.tool.as_deref())?;
+            let outcome = if f.is_error { "error" } else { "ok" };
+            self.add(
+                TOOL_CALLS,
+                format!("{},{}", label("tool", &tool), label("outcome", outcome)),
+                1.0,
+            );
+            self.observe_duration(&tool, duration_s);
+        }
+        if let Some(src) = f.usage_source() {
+            let before = old.map(|o| o.usage).unwrap_or_default();
+            let agent = f.agent.as_deref().or(session_agent);
+            self.usage(tx, dims, f.model.as_deref(), agent, src, &f.usage, &before)?;
+        }
+        Ok(())
+    }
+
+    pub fn log(
+        &mut self,
+        tx: &Transaction,
+        dims: &mut Dims,
+        f: &LogFacts,
+        session_agent: Option<&str>,
+    ) -> rusqlite::Result<()> {
+        if f.tool_call {
+            let tool = dims.value(tx, "tool", f.tool.as_deref())?;
+            let outcome = if f.tool_error { "error" } else { "ok" };
+            self.add(
+                TOOL_CALLS,
+                format!("{},{}", label("tool", &tool), label("outcome", outcome)),
+                1.0,
+            );
+            if let Some(d) = f.tool_duration_s {
+                self.observe_duration(&tool, d);
+            }
+        }
+        let none = Default::default();
+        self.usage(
+            tx,
+            dims,
+            f.model.as_deref(),
+            session_agent,
+            UsageSource::Log,
+            &f.usage,
+            &none,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn usage(
+        &mut self,
+        tx: &Transaction,
+        dims: &mut Dims,
+        model: Option<&str>,
+        agent: Option<&str>,
+        src: UsageSource,
+        now: &crate::model::facts::Usage,
+        before: &crate::model::facts::Usage,
+    ) -> rusqlite::Result<()> {
+        let source = label("source", source_name(src));
+        let grew = |a: i64, b: i64| (a - b).max(0) as f64;
+        let kinds = [
+            ("input", grew(now.input_tokens, before.input_tokens)),
+            ("output", grew(now.output_tokens, before.output_tokens)),
+            (
+                "cache_read",
+                grew(now.cache_read_tokens, before.cache_read_tokens),
+            ),
+            (
+                "cache_creation",
+                grew(now.cache_creation_tokens, before.cache_creation_tokens),
+            ),
+        ];
+        if kinds.iter().any(|(_, v)| *v > 0.0) {
+            let model = label("model", &dims.value(tx, "model", model)?);
+            for (kind, v) in kinds {
+                self.add(
+                    TOKENS,
+                    format!("{model},{},{source}", label("kind", kind)),
+                    v,
+                );
+            }
+        }
+        let cost = (now.cost_usd - before.cost_usd).max(0.0);
+        if cost > 0.0 {
+            let agent = label("agent", &dims.value(tx, "agent", agent)?);
+            self.add(COST, format!("{agent},{source}"), cost);
+        }
+        Ok(())
+    }
+
+    pub fn flush(&mut self, tx: &Transaction) -> rusqlite::Result<()> {
+        for ((metric, labels), v) in self.values.drain() {
+            tx.prepare_cached(
+                "INSERT INTO stats(metric, labels, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(metric, labels) DO UPDATE SET value = value + excluded.value",
+            )?
+            .execute(params![metric, labels, v])?;
+        }
+        Ok(())
+    }
+}

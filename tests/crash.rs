@@ -1,0 +1,210 @@
+//! Crash consistency: under OTLP load, aotel is SIGKILLed at random moments and restarted on the same
+//! file; every span acknowledged before a kill must be there afterwards, and the file must stay intact.
+//!
+//! CI runs 5 kills; `AOTEL_CRASH_ROUNDS=20 cargo test --release --test crash` is the long run.
+
+use aotel::model::{attrs::kv_str, ExportTraceServiceRequest, ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+use std::collections::HashSet;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+struct Aotel {
+    child: Child,
+    http: u16,
+}
+
+/// Starts aotel on free ports; if it exits (another process took a port in between), tries new ones.
+fn start(db: &Path) -> Aotel {
+    for _ in 0..5 {
+        let (grpc, http, api) = (free_port(), free_port(), free_port());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_aotel"))
+            .args(["--grpc", &format!("127.0.0.1:{grpc}")])
+            .args(["--http", &format!("127.0.0.1:{http}")])
+            .args(["--api", &format!("127.0.0.1:{api}")])
+            .arg("--db")
+            .arg(db)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn aotel");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", api)).is_ok() {
+                return Aotel { child, http };
+            }
+            if child.try_wait().expect("try_wait").is_some() || Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    panic!("aotel did not start listening");
+}
+
+/// One request of 50 spans in its own trace; the trace id encodes `n` so acknowledged ones can be found.
+fn request(n: u64) -> Vec<u8> {
+    let mut trace_id = vec![0xc5; 8];
+    trace_id.extend_from_slice(&n.to_be_bytes());
+    let spans = (1..=50u64)
+        .map(|i| Span {
+            trace_id: trace_id.clone(),
+            span_id: i.to_be_bytes().to_vec(),
+            parent_span_id: if i == 1 {
+                vec![]
+            } else {
+                1u64.to_be_bytes().to_vec()
+            },
+            name: "execute_tool Bash".into(),
+            start_time_unix_nano: 1_700_000_000_000_000_000 + n * 1000 + i,
+            end_time_unix_nano: 1_700_000_000_000_000_000 + n * 1000 + i + 500,
+            attributes: vec![
+                kv_str("gen_ai.operation.name", "execute_tool"),
+                kv_str("gen_ai.tool.name", "Bash"),
+                kv_str("gen_ai.conversation.id", format!("crash-{}", n % 7)),
+                kv_str("gen_ai.tool.call.result", "x".repeat(300)),
+            ],
+            ..Default::default()
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+fn rounds() -> usize {
+    std::env::var("AOTEL_CRASH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5)
+}
+
+/// A small xorshift so the kill moments vary between runs without a dependency.
+fn jitter(state: &mut u64, lo_ms: u64, hi_ms: u64) -> Duration {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    Duration::from_millis(lo_ms + *state % (hi_ms - lo_ms))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_spans_survive_sigkill() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = dir.path().join("crash.db");
+    let acked: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let next = Arc::new(AtomicU64::new(1));
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64 | 1)
+        .unwrap_or(88172645463325252);
+    let client = reqwest::Client::new();
+    let total_rounds = rounds();
+    for round in 0..total_rounds {
+        let mut aotel = start(&db);
+        let url = format!("http://127.0.0.1:{}/v1/traces", aotel.http);
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut senders = Vec::new();
+        for _ in 0..4 {
+            let (client, url, stop, next, acked) = (
+                client.clone(),
+                url.clone(),
+                stop.clone(),
+                next.clone(),
+                acked.clone(),
+            );
+            senders.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    let sent = client
+                        .post(&url)
+                        .header("content-type", "application/x-protobuf")
+                        .body(request(n))
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(r) if r.status().is_success() => acked.lock().expect("lock").push(n),
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+            }));
+        }
+        tokio::time::sleep(jitter(&mut seed, 150, 900)).await;
+        aotel.child.kill().expect("SIGKILL");
+        aotel.child.wait().expect("reap");
+        stop.store(true, Ordering::Relaxed);
+        for s in senders {
+            s.await.expect("sender");
+        }
+        let acked_now: HashSet<u64> = acked.lock().expect("lock").iter().copied().collect();
+        assert!(
+            !acked_now.is_empty(),
+            "round {round}: nothing was acknowledged before the kill"
+        );
+
+        // Restart on the same file: everything acknowledged so far must be there, whole.
+        let mut again = start(&db);
+        let conn =
+            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .expect("open read-only");
+        let integrity: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .expect("integrity_check");
+        assert_eq!(integrity, "ok", "round {round}");
+        let mut stmt = conn
+            .prepare("SELECT COUNT(*) FROM spans WHERE trace_id = ?1")
+            .expect("prepare");
+        for n in &acked_now {
+            let mut trace_id = vec![0xc5; 8];
+            trace_id.extend_from_slice(&n.to_be_bytes());
+            let count: i64 = stmt.query_row([trace_id], |r| r.get(0)).expect("count");
+            assert_eq!(
+                count, 50,
+                "round {round}: acknowledged request {n} has {count} of 50 spans"
+            );
+        }
+        // Session counters were committed with the spans, so they agree with them.
+        let (counted, stored): (i64, i64) = conn
+            .query_row(
+                "SELECT (SELECT SUM(json_extract(counters, '$.spans')) FROM sessions WHERE key LIKE 'crash-%'),
+                        (SELECT COUNT(*) FROM spans WHERE session LIKE 'crash-%')",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("counters");
+        assert_eq!(
+            counted, stored,
+            "round {round}: session counters match the stored spans"
+        );
+        drop(stmt);
+        drop(conn);
+        again.child.kill().expect("kill");
+        again.child.wait().expect("reap");
+        eprintln!(
+            "round {}/{total_rounds}: {} requests acknowledged so far, all present",
+            round + 1,
+            acked_now.len()
+        );
+    }
+}

@@ -1,0 +1,186 @@
+//! Retention by age and by size: the old goes, whole sessions at a time; the new stays; space is reused.
+
+mod common;
+
+use aotel::store::retention::RetentionPolicy;
+use aotel::Config;
+use common::TestServer;
+use reqwest::StatusCode;
+use std::time::Duration;
+
+fn now_ns() -> u64 {
+    aotel::model::time::now_ns()
+}
+
+/// One session of `spans` spans, ending `age` ago, each carrying `pad` bytes of tool output.
+fn session(key: &str, trace_byte: u8, age: Duration, spans: usize, pad: usize) -> String {
+    let end = now_ns() - age.as_nanos() as u64;
+    let spans: Vec<serde_json::Value> = (0..spans)
+        .map(|i| {
+            serde_json::json!({
+                "traceId": format!("{:02x}", trace_byte).repeat(16),
+                "spanId": format!("{:016x}", i + 1),
+                "parentSpanId": if i == 0 { String::new() } else { format!("{:016x}", 1) },
+                "name": if i == 0 { "invoke_agent a".to_string() } else { "execute_tool Bash".to_string() },
+                "startTimeUnixNano": (end - 1_000_000_000).to_string(),
+                "endTimeUnixNano": end.to_string(),
+                "attributes": [
+                    {"key": "gen_ai.conversation.id", "value": {"stringValue": key}},
+                    {"key": "gen_ai.operation.name", "value": {"stringValue": if i == 0 { "invoke_agent" } else { "execute_tool" }}},
+                    {"key": "gen_ai.tool.call.result", "value": {"stringValue": "x".repeat(pad)}}
+                ]
+            })
+        })
+        .collect();
+    serde_json::json!({"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]}).to_string()
+}
+
+async fn send(server: &TestServer, body: String) {
+    let resp = reqwest::Client::new()
+        .post(server.otlp_http("/v1/traces"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("POST");
+    assert!(resp.status().is_success());
+}
+
+async fn exists(server: &TestServer, key: &str) -> bool {
+    let resp = reqwest::get(server.url(&format!("/api/sessions/{key}")))
+        .await
+        .expect("GET");
+    match resp.status() {
+        StatusCode::OK => true,
+        StatusCode::NOT_FOUND => false,
+        s => panic!("unexpected {s}"),
+    }
+}
+
+async fn run(server: &TestServer) -> serde_json::Value {
+    let resp = reqwest::Client::new()
+        .post(server.url("/api/retention/run"))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(resp.status(), StatusCode::OK);
+    resp.json().await.expect("json")
+}
+
+fn config(dir: &tempfile::TempDir, policy: RetentionPolicy) -> Config {
+    let mut c = Config::with_db(dir.path().join("a.db"));
+    c.retention = policy;
+    c.retention_interval = Duration::from_secs(3600);
+    c
+}
+
+#[tokio::test]
+async fn age_removes_old_sessions_whole_and_keeps_new_ones() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let policy = RetentionPolicy {
+        max_age: Some(Duration::from_secs(86_400)),
+        max_bytes: None,
+    };
+    let server = TestServer::start_with(config(&dir, policy)).await;
+    send(
+        &server,
+        session("old", 0x01, Duration::from_secs(3 * 86_400), 20, 10),
+    )
+    .await;
+    send(
+        &server,
+        session("new", 0x02, Duration::from_secs(60), 20, 10),
+    )
+    .await;
+    let report = run(&server).await;
+    assert_eq!(report["sessions"], 1, "{report}");
+    assert_eq!(report["spans"], 20);
+    assert!(!exists(&server, "old").await);
+    assert!(exists(&server, "new").await);
+    let trace = reqwest::get(server.url(&format!("/api/trace/{}", "01".repeat(16))))
+        .await
+        .expect("GET");
+    assert_eq!(
+        trace.status(),
+        StatusCode::NOT_FOUND,
+        "the old trace is gone whole"
+    );
+    let status = server.get_json("/api/retention").await;
+    assert_eq!(status["max_age_seconds"], 86_400);
+    assert_eq!(status["total"]["sessions"], 1);
+    // Running again finds nothing more to do.
+    assert_eq!(run(&server).await["sessions"], 0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn size_cap_removes_the_oldest_until_it_fits() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let server = TestServer::start_with(config(&dir, RetentionPolicy::default())).await;
+    for (i, key) in ["s1", "s2", "s3", "s4"].iter().enumerate() {
+        // Oldest first: s1 ended 4 hours ago, s4 one hour ago; ~1.6 MB each.
+        send(
+            &server,
+            session(
+                key,
+                0x10 + i as u8,
+                Duration::from_secs(3600 * (4 - i as u64)),
+                8,
+                200_000,
+            ),
+        )
+        .await;
+    }
+    let (db, dir2) = server.stop().await;
+    let used = {
+        let c = rusqlite::Connection::open(&db).expect("open");
+        aotel::store::retention::used_bytes(&c).expect("size")
+    };
+    let cap = used / 2;
+    let mut c = config(
+        &dir,
+        RetentionPolicy {
+            max_age: None,
+            max_bytes: Some(cap),
+        },
+    );
+    c.db = db.clone();
+    let server = TestServer::start_with(c).await;
+    // The periodic run starts at once; an explicit run then has at most the rest to do.
+    let report = run(&server).await;
+    assert!(
+        report["db_bytes"].as_u64().unwrap_or(u64::MAX) <= cap,
+        "{report} over cap {cap}"
+    );
+    let status = common::eventually("retention totals", || async {
+        let s = server.get_json("/api/retention").await;
+        (s["total"]["sessions"].as_u64().unwrap_or(0) >= 2).then_some(s)
+    })
+    .await;
+    assert_eq!(status["max_bytes"], cap);
+    assert!(!exists(&server, "s1").await, "the oldest goes first");
+    assert!(exists(&server, "s4").await, "the newest stays");
+    server.stop().await;
+    let file = std::fs::metadata(&db).expect("db").len();
+    assert!(
+        file < used,
+        "free pages were handed back: file {file} >= used before {used}"
+    );
+    drop(dir2);
+}
+
+#[tokio::test]
+async fn run_without_a_policy_is_a_clear_400() {
+    let server = TestServer::start().await;
+    let resp = reqwest::Client::new()
+        .post(server.url("/api/retention/run"))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let body: serde_json::Value = resp.json().await.expect("json");
+    assert!(body["error"]
+        .as_str()
+        .unwrap_or("")
+        .contains("--retention-age"));
+}

@@ -1,0 +1,216 @@
+//! The store over restarts, duplicates, updates and schema upgrades.
+
+mod common;
+
+use aotel::model::{
+    attrs::kv_str, status, ExportTraceServiceRequest, ResourceSpans, ScopeSpans, Span, Status,
+};
+use aotel::store::schema;
+use common::TestServer;
+use prost::Message;
+use serde_json::Value;
+
+fn tool_span(span: u8, failed: bool) -> Span {
+    Span {
+        trace_id: vec![0x11; 16],
+        span_id: vec![span; 8],
+        parent_span_id: vec![0xee; 8],
+        name: "execute_tool Bash".into(),
+        start_time_unix_nano: 1_700_000_000_000_000_000 + span as u64,
+        end_time_unix_nano: 1_700_000_002_000_000_000,
+        attributes: vec![
+            kv_str("gen_ai.operation.name", "execute_tool"),
+            kv_str("gen_ai.tool.name", "Bash"),
+            kv_str("gen_ai.conversation.id", "dur"),
+        ],
+        status: failed.then(|| Status {
+            code: status::StatusCode::Error as i32,
+            message: "boom".into(),
+        }),
+        ..Default::default()
+    }
+}
+
+fn root_span() -> Span {
+    Span {
+        trace_id: vec![0x11; 16],
+        span_id: vec![0xee; 8],
+        name: "invoke_agent dev".into(),
+        start_time_unix_nano: 1_700_000_000_000_000_000,
+        end_time_unix_nano: 1_700_000_003_000_000_000,
+        attributes: vec![
+            kv_str("gen_ai.operation.name", "invoke_agent"),
+            kv_str("gen_ai.agent.name", "dev"),
+            kv_str("gen_ai.conversation.id", "dur"),
+        ],
+        ..Default::default()
+    }
+}
+
+fn body(spans: Vec<Span>) -> Vec<u8> {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+async fn export(server: &TestServer, spans: Vec<Span>) {
+    let resp = reqwest::Client::new()
+        .post(server.otlp_http("/v1/traces"))
+        .header("content-type", "application/x-protobuf")
+        .body(body(spans))
+        .send()
+        .await
+        .expect("POST");
+    assert!(resp.status().is_success(), "{}", resp.status());
+}
+
+async fn session(server: &TestServer) -> Value {
+    server.get_json("/api/sessions/dur").await["session"].clone()
+}
+
+#[tokio::test]
+async fn restart_keeps_everything_and_duplicates_keep_one_copy() {
+    let server = TestServer::start().await;
+    export(
+        &server,
+        vec![root_span(), tool_span(1, false), tool_span(2, true)],
+    )
+    .await;
+    let before = session(&server).await;
+    assert_eq!(before["spans"], 3);
+    assert_eq!(before["tool_calls"], 2);
+    assert_eq!(before["tool_errors"], 1);
+    assert_eq!(before["status"], "finished");
+
+    // The same export again (a client retry) changes nothing.
+    export(
+        &server,
+        vec![root_span(), tool_span(1, false), tool_span(2, true)],
+    )
+    .await;
+    assert_eq!(session(&server).await, before);
+
+    let (db, dir) = server.stop().await;
+    let server = TestServer::start_at(&db).await;
+    assert_eq!(
+        session(&server).await,
+        before,
+        "a restart keeps the session"
+    );
+    let tree = server.get_json("/api/sessions/dur").await;
+    assert_eq!(
+        tree["spans"][0]["children"].as_array().map(Vec::len),
+        Some(2)
+    );
+
+    // A later copy of a span wins, and the counters follow it instead of double counting.
+    export(&server, vec![tool_span(2, false), tool_span(1, true)]).await;
+    let after = session(&server).await;
+    assert_eq!(after["spans"], 3);
+    assert_eq!(after["tool_calls"], 2);
+    assert_eq!(after["tool_errors"], 1);
+    let tree = server.get_json("/api/sessions/dur").await;
+    let failed: Vec<&Value> = tree["spans"][0]["children"]
+        .as_array()
+        .expect("children")
+        .iter()
+        .filter(|s| s["status"] == "error")
+        .collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["span_id"], "01".repeat(8));
+    server.stop().await;
+    drop(dir);
+}
+
+#[tokio::test]
+async fn a_version_1_database_is_migrated_and_keeps_its_data() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = dir.path().join("old.db");
+    {
+        let mut conn = rusqlite::Connection::open(&db).expect("open");
+        assert_eq!(schema::migrate_to(&mut conn, 1).expect("v1"), 1);
+        // What a version-1 build wrote: one interned resource and scope, one span, its session.
+        conn.execute_batch(
+            "INSERT INTO resources(id, hash, service, schema_url, body) VALUES (1, x'01', 'old-svc', '', x'');
+             INSERT INTO scopes(id, hash, name, version, schema_url, body) VALUES (1, x'02', '', '', '', x'');
+             INSERT INTO session_traces(session, trace_id) VALUES ('dur', x'11111111111111111111111111111111');",
+        )
+        .expect("seed");
+        let span = root_span();
+        conn.execute(
+            "INSERT INTO spans(seq, trace_id, span_id, parent_span_id, session, name, kind, start_ns, end_ns,
+                status, service, operation, tool, agent, model, flags, input_tokens, output_tokens,
+                cache_read_tokens, cache_creation_tokens, cost_usd, resource_id, scope_id, body)
+             VALUES (7, ?1, ?2, NULL, 'dur', ?3, 0, ?4, ?5, 0, 'old-svc', 'invoke_agent', NULL, 'dev', NULL, 0,
+                0, 0, 0, 0, 0.0, 1, 1, ?6)",
+            rusqlite::params![
+                span.trace_id,
+                span.span_id,
+                span.name,
+                span.start_time_unix_nano as i64,
+                span.end_time_unix_nano as i64,
+                span.encode_to_vec()
+            ],
+        )
+        .expect("span");
+        conn.execute(
+            "INSERT INTO sessions(key, title, agent, service, status, first_ns, last_ns, updated_seq, counters)
+             VALUES ('dur', NULL, 'dev', 'old-svc', 'finished', ?1, ?2, 7,
+                '{\"traces\":1,\"spans\":1,\"runs\":1,\"roots\":1}')",
+            rusqlite::params![span.start_time_unix_nano as i64, span.end_time_unix_nano as i64],
+        )
+        .expect("session");
+    }
+    let server = TestServer::start_at(&db).await;
+    let s = session(&server).await;
+    assert_eq!(s["spans"], 1);
+    assert_eq!(s["runs"], 1);
+    // New data lands after the old, with a higher sequence number.
+    export(&server, vec![tool_span(3, false)]).await;
+    let s = session(&server).await;
+    assert_eq!(s["spans"], 2);
+    assert_eq!(s["tool_calls"], 1);
+    assert!(s["updated_seq"].as_i64().unwrap_or(0) > 7, "{s}");
+    server.stop().await;
+
+    let conn = rusqlite::Connection::open(&db).expect("reopen");
+    assert_eq!(
+        schema::version(&conn).expect("version"),
+        schema::MIGRATIONS.len()
+    );
+    // Version 2 built the operations catalogue from the spans that were already there.
+    let ops: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM operations WHERE service = 'old-svc' AND name = 'invoke_agent dev'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("operations");
+    assert_eq!(ops, 1);
+    let ok: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("check");
+    assert_eq!(ok, "ok");
+}
+
+#[tokio::test]
+async fn a_database_from_a_newer_build_is_refused_clearly() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = dir.path().join("new.db");
+    {
+        let conn = rusqlite::Connection::open(&db).expect("open");
+        conn.pragma_update(None, "user_version", 999)
+            .expect("set version");
+    }
+    let err = aotel::store::open(&db, &Default::default())
+        .err()
+        .expect("a newer schema must be refused");
+    assert!(err.to_string().contains("newer than this build"), "{err}");
+}
