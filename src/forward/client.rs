@@ -360,13 +360,20 @@ fn grpc_failure(status: &Status, signal: Signal) -> Outcome {
             reason,
             after: hint,
         },
-        Code::Unimplemented => Outcome::Retry {
-            reason: format!(
-                "{reason} (the destination does not accept {}; see --forward-signals)",
-                signal.otlp_name()
-            ),
-            after: hint,
-        },
+        Code::Unimplemented => {
+            let advice = if status.message().contains("compress") {
+                "the destination does not take gzip; see --forward-compression".to_string()
+            } else {
+                format!(
+                    "the destination does not accept {}; see --forward-signals",
+                    signal.otlp_name()
+                )
+            };
+            Outcome::Retry {
+                reason: format!("{reason} ({advice})"),
+                after: hint,
+            }
+        }
         _ => Outcome::Rejected { reason },
     }
 }
