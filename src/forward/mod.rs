@@ -408,6 +408,10 @@ impl ForwardArgs {
     }
 }
 
+/// Lag is counted exactly up to this many rows (a count walks the rows themselves); past it, the API
+/// gives the distance in seq, which only overcounts by spans that were stored again.
+const LAG_EXACT_UP_TO: i64 = 10_000;
+
 /// The running forwarders: what the API reports on and what `run` stops at shutdown.
 #[derive(Clone, Default)]
 pub struct Forwarders {
@@ -625,7 +629,7 @@ impl Forwarders {
                 let (lag, (dead_records, dead_items)) = reader
                     .with(move |c| {
                         Ok((
-                            cursor::lag(c, signal, cursor, 100_000)?,
+                            cursor::lag(c, signal, cursor, LAG_EXACT_UP_TO)?,
                             cursor::dead_letter_counts(c, id, signal)?,
                         ))
                     })
