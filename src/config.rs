@@ -72,7 +72,11 @@ pub struct ServeArgs {
 impl ServeArgs {
     pub fn config(&self) -> Result<Config, String> {
         if !self.insecure {
-            for (name, addr) in [("--grpc", self.grpc), ("--http", self.http), ("--api", self.api)] {
+            for (name, addr) in [
+                ("--grpc", self.grpc),
+                ("--http", self.http),
+                ("--api", self.api),
+            ] {
                 if !addr.ip().is_loopback() {
                     return Err(format!(
                         "{name} {addr} is not a loopback address and aotel has no authentication configured; \

@@ -48,7 +48,11 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    pub async fn bind(grpc: SocketAddr, http: SocketAddr, api: SocketAddr) -> Result<Listeners, Error> {
+    pub async fn bind(
+        grpc: SocketAddr,
+        http: SocketAddr,
+        api: SocketAddr,
+    ) -> Result<Listeners, Error> {
         async fn one(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Error> {
             TcpListener::bind(addr)
                 .await
@@ -76,16 +80,24 @@ impl Listeners {
 
 /// The HTTP API router: the page, the query APIs and the legacy endpoints all hang off this.
 pub fn api_router(state: AppState) -> axum::Router {
-    query::api::router().with_state(state)
+    query::api::router()
+        .merge(query::trace_apis())
+        .with_state(state)
 }
 
-fn serve_error(what: &'static str) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> Error {
+fn serve_error(
+    what: &'static str,
+) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> Error {
     move |source| Error::Serve { what, source }
 }
 
 /// Runs aotel until `shutdown` resolves: stops accepting, finishes in-flight requests, commits
 /// everything acknowledged, and returns.
-pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
     let store = store::open(&config.db, &config.store)?;
     let (grpc_addr, http_addr, api_addr) = listeners.addrs();
     tracing::info!(path = %config.db.display(), "data stored in SQLite");
@@ -111,7 +123,12 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         let _ = stop_tx.send(true);
     });
 
-    let grpc = receiver::grpc::serve(listeners.grpc, store.writer.clone(), config.max_request_bytes, stopped());
+    let grpc = receiver::grpc::serve(
+        listeners.grpc,
+        store.writer.clone(),
+        config.max_request_bytes,
+        stopped(),
+    );
     let http_app = receiver::http::router(store.writer.clone(), config.max_request_bytes);
     let http = axum::serve(listeners.http, http_app).with_graceful_shutdown(stopped());
     let api = axum::serve(listeners.api, api_router(state)).with_graceful_shutdown(stopped());

@@ -4,7 +4,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "aotel", version, about = "OpenTelemetry-native collector for AI-agent sessions")]
+#[command(
+    name = "aotel",
+    version,
+    about = "OpenTelemetry-native collector for AI-agent sessions"
+)]
 #[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]

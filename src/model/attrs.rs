@@ -91,7 +91,9 @@ pub fn to_json(v: Option<&AnyValue>) -> Json {
         Some(Value::IntValue(i)) => json!(i),
         Some(Value::DoubleValue(d)) => json!(d),
         Some(Value::BytesValue(b)) => json!(const_hex::encode(b)),
-        Some(Value::ArrayValue(a)) => Json::Array(a.values.iter().map(|v| to_json(Some(v))).collect()),
+        Some(Value::ArrayValue(a)) => {
+            Json::Array(a.values.iter().map(|v| to_json(Some(v))).collect())
+        }
         Some(Value::KvlistValue(l)) => Json::Object(map_of(&l.values)),
         Some(Value::StringValueStrindex(i)) => json!(i),
     }
@@ -114,7 +116,10 @@ pub fn truncate(attrs: &mut Vec<KeyValue>, max: usize) -> bool {
         };
         match value {
             Value::StringValue(s) if s.len() > max => {
-                notes.push(kv_i64(&format!("ao.original_length.{}", kv.key), s.len() as i64));
+                notes.push(kv_i64(
+                    &format!("ao.original_length.{}", kv.key),
+                    s.len() as i64,
+                ));
                 let mut cut = max;
                 while !s.is_char_boundary(cut) {
                     cut -= 1;
@@ -122,7 +127,10 @@ pub fn truncate(attrs: &mut Vec<KeyValue>, max: usize) -> bool {
                 s.truncate(cut);
             }
             Value::BytesValue(b) if b.len() > max => {
-                notes.push(kv_i64(&format!("ao.original_length.{}", kv.key), b.len() as i64));
+                notes.push(kv_i64(
+                    &format!("ao.original_length.{}", kv.key),
+                    b.len() as i64,
+                ));
                 b.truncate(max);
             }
             _ => {}

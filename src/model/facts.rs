@@ -38,7 +38,12 @@ const CACHE_CREATION_KEYS: &[&str] = &[
     "llm.token_count.prompt_details.cache_write",
     "cache_creation_tokens",
 ];
-const COST_KEYS: &[&str] = &["ao.cost.usd", "gen_ai.usage.cost", "llm.cost.total", "cost_usd"];
+const COST_KEYS: &[&str] = &[
+    "ao.cost.usd",
+    "gen_ai.usage.cost",
+    "llm.cost.total",
+    "cost_usd",
+];
 
 /// Token usage and cost as reported by one span or log record.
 #[derive(Debug, Default, Clone, Copy, PartialEq, serde::Serialize)]
@@ -169,7 +174,11 @@ pub fn span_facts(span: &Span, resource_attrs: &[KeyValue], service: &str) -> Sp
         session: session_key(attrs, resource_attrs, &span.trace_id),
         service: service.to_string(),
         operation,
-        tool: if operation == Some(OP_TOOL) { tool } else { None },
+        tool: if operation == Some(OP_TOOL) {
+            tool
+        } else {
+            None
+        },
         agent: first_str(attrs, AGENT_KEYS)
             .or_else(|| first_str(resource_attrs, AGENT_KEYS))
             .map(str::to_string),
@@ -179,7 +188,8 @@ pub fn span_facts(span: &Span, resource_attrs: &[KeyValue], service: &str) -> Sp
         is_error,
         is_root: span.parent_span_id.is_empty(),
         in_progress: first_str(attrs, &["ao.in_progress"]) == Some("true")
-            || super::attrs::get(attrs, "ao.in_progress").and_then(super::attrs::bool_of) == Some(true),
+            || super::attrs::get(attrs, "ao.in_progress").and_then(super::attrs::bool_of)
+                == Some(true),
     }
 }
 

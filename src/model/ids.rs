@@ -62,7 +62,10 @@ mod tests {
         assert!(check_id(&[0; 16], 16, "trace_id").is_err());
         assert!(check_id(&[1; 15], 16, "trace_id").is_err());
         assert!(check_id(&[1; 8], 8, "span_id").is_ok());
-        assert_eq!(from_hex("0102030405060708", 8), Some(vec![1, 2, 3, 4, 5, 6, 7, 8]));
+        assert_eq!(
+            from_hex("0102030405060708", 8),
+            Some(vec![1, 2, 3, 4, 5, 6, 7, 8])
+        );
         assert_eq!(from_hex("ABCDEF0102030405", 8).map(|v| v[0]), Some(0xab));
         assert_eq!(from_hex("0000000000000000", 8), None);
         assert_eq!(span_id_for("tool:toolu_1"), span_id_for("tool:toolu_1"));

@@ -16,7 +16,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/sessions", get(sessions))
         .route("/api/sessions/{key}", get(session))
-        .route("/api/traces/{trace_id}", get(trace))
+        .route("/api/trace/{trace_id}", get(trace))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
 }
@@ -40,7 +40,11 @@ fn time_param(name: &str, v: &Option<String>) -> Result<Option<i64>, ApiError> {
         .map(|s| {
             parse_time_param(s)
                 .map(|t| t.min(i64::MAX as u64) as i64)
-                .ok_or_else(|| ApiError::bad_request(format!("{name}: expected Unix nanoseconds or RFC 3339, got {s:?}")))
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "{name}: expected Unix nanoseconds or RFC 3339, got {s:?}"
+                    ))
+                })
         })
         .transpose()
 }
@@ -50,12 +54,17 @@ fn int_param(name: &str, v: &Option<String>, max: i64) -> Result<Option<i64>, Ap
         .filter(|s| !s.is_empty())
         .map(|s| match s.parse::<i64>() {
             Ok(n) if (0..=max).contains(&n) => Ok(n),
-            _ => Err(ApiError::bad_request(format!("{name}: expected a whole number from 0 to {max}, got {s:?}"))),
+            _ => Err(ApiError::bad_request(format!(
+                "{name}: expected a whole number from 0 to {max}, got {s:?}"
+            ))),
         })
         .transpose()
 }
 
-async fn sessions(State(app): State<AppState>, Query(q): Query<SessionsQuery>) -> Result<Json<Value>, ApiError> {
+async fn sessions(
+    State(app): State<AppState>,
+    Query(q): Query<SessionsQuery>,
+) -> Result<Json<Value>, ApiError> {
     if let Some(s) = q.status.as_deref() {
         if !matches!(s, "running" | "finished" | "failed" | "") {
             return Err(ApiError::bad_request(format!(
@@ -77,16 +86,24 @@ async fn sessions(State(app): State<AppState>, Query(q): Query<SessionsQuery>) -
     let limit = filter.limit.unwrap_or(50).max(1);
     let offset = filter.offset.unwrap_or(0);
     let (rows, total) = app.reader.sessions(filter).await?;
-    Ok(Json(json!({ "sessions": rows, "total": total, "limit": limit, "offset": offset })))
+    Ok(Json(
+        json!({ "sessions": rows, "total": total, "limit": limit, "offset": offset }),
+    ))
 }
 
-async fn session(State(app): State<AppState>, Path(key): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn session(
+    State(app): State<AppState>,
+    Path(key): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let Some(row) = app.reader.session(key.clone()).await? else {
         return Err(ApiError::not_found(format!("no session {key:?}")));
     };
     let spans = app.reader.session_spans(key.clone()).await?;
     let logs = app.reader.session_logs(key).await?;
-    let mut traces: Vec<String> = spans.iter().map(|s| ids::to_hex(&s.span.trace_id)).collect();
+    let mut traces: Vec<String> = spans
+        .iter()
+        .map(|s| ids::to_hex(&s.span.trace_id))
+        .collect();
     traces.sort();
     traces.dedup();
     Ok(Json(json!({
@@ -97,9 +114,15 @@ async fn session(State(app): State<AppState>, Path(key): Path<String>) -> Result
     })))
 }
 
-async fn trace(State(app): State<AppState>, Path(trace_id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let id = ids::from_hex(&trace_id, 16)
-        .ok_or_else(|| ApiError::bad_request(format!("trace id must be 32 hex digits, not all zero; got {trace_id:?}")))?;
+async fn trace(
+    State(app): State<AppState>,
+    Path(trace_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = ids::from_hex(&trace_id, 16).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "trace id must be 32 hex digits, not all zero; got {trace_id:?}"
+        ))
+    })?;
     let spans = app.reader.trace_spans(id.clone()).await?;
     let logs = app.reader.trace_logs(id).await?;
     if spans.is_empty() && logs.is_empty() {
@@ -121,5 +144,7 @@ async fn readyz(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
     app.reader
         .with(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
         .await?;
-    Ok(Json(json!({ "status": "ready", "queue_depth": app.writer.queue_depth() })))
+    Ok(Json(
+        json!({ "status": "ready", "queue_depth": app.writer.queue_depth() }),
+    ))
 }

@@ -29,7 +29,11 @@ pub fn span_view(s: &StoredSpan) -> SpanView {
     let facts = span_facts(span, &s.resource.0.attributes, &s.service);
     SpanView {
         summary: SpanSummary::new(s.seq, span, &facts),
-        status_message: span.status.as_ref().map(|st| st.message.clone()).unwrap_or_default(),
+        status_message: span
+            .status
+            .as_ref()
+            .map(|st| st.message.clone())
+            .unwrap_or_default(),
         attributes: map_of(&span.attributes),
         events: span
             .events
@@ -106,17 +110,31 @@ pub fn span_tree(spans: &[StoredSpan]) -> Vec<SpanView> {
         }
     }
     let mut slots: Vec<Option<SpanView>> = views.into_iter().map(Some).collect();
-    fn build(i: usize, slots: &mut [Option<SpanView>], children: &[Vec<usize>]) -> Option<SpanView> {
+    fn build(
+        i: usize,
+        slots: &mut [Option<SpanView>],
+        children: &[Vec<usize>],
+    ) -> Option<SpanView> {
         let mut view = slots[i].take()?;
-        view.children = children[i].iter().filter_map(|c| build(*c, slots, children)).collect();
+        view.children = children[i]
+            .iter()
+            .filter_map(|c| build(*c, slots, children))
+            .collect();
         Some(view)
     }
-    roots.into_iter().filter_map(|r| build(r, &mut slots, &children)).collect()
+    roots
+        .into_iter()
+        .filter_map(|r| build(r, &mut slots, &children))
+        .collect()
 }
 
 pub fn log_view(l: &StoredLog) -> Value {
     let log = &l.log;
-    let time = if log.time_unix_nano > 0 { log.time_unix_nano } else { log.observed_time_unix_nano };
+    let time = if log.time_unix_nano > 0 {
+        log.time_unix_nano
+    } else {
+        log.observed_time_unix_nano
+    };
     serde_json::json!({
         "seq": l.seq,
         "session": l.session,

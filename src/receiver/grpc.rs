@@ -2,7 +2,8 @@
 
 use super::{export_logs, export_traces};
 use crate::model::{
-    ExportLogsServiceRequest, ExportLogsServiceResponse, ExportTraceServiceRequest, ExportTraceServiceResponse,
+    ExportLogsServiceRequest, ExportLogsServiceResponse, ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
 };
 use crate::store::{StoreError, Writer};
 use opentelemetry_proto::tonic::collector::{
@@ -25,7 +26,9 @@ struct Receiver {
 fn status_of(err: StoreError) -> Status {
     match err {
         StoreError::Busy => Status::unavailable("aotel's ingest queue is full; retry with backoff"),
-        StoreError::Closed => Status::unavailable("aotel is shutting down; retry against the next instance"),
+        StoreError::Closed => {
+            Status::unavailable("aotel is shutting down; retry against the next instance")
+        }
         other => {
             tracing::error!(error = %other, "export failed");
             Status::unavailable(format!("could not store the data: {other}"))
@@ -83,6 +86,9 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .add_service(traces)
         .add_service(logs)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), shutdown)
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await
 }

@@ -69,7 +69,9 @@ impl Refusal {
             message: self.message,
         };
         let mut resp = encode(format, &status, self.status);
-        if self.status == StatusCode::SERVICE_UNAVAILABLE || self.status == StatusCode::TOO_MANY_REQUESTS {
+        if self.status == StatusCode::SERVICE_UNAVAILABLE
+            || self.status == StatusCode::TOO_MANY_REQUESTS
+        {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }
@@ -82,7 +84,12 @@ fn encode<T: Message + Serialize>(format: Format, msg: &T, status: StatusCode) -
         Format::Protobuf => msg.encode_to_vec(),
         Format::Json => json_without_nulls(msg),
     };
-    (status, [(header::CONTENT_TYPE, format.content_type())], body).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, format.content_type())],
+        body,
+    )
+        .into_response()
 }
 
 /// OTLP/JSON leaves unset fields out; serde would write `"partialSuccess": null`.
@@ -106,14 +113,21 @@ fn format_of(headers: &HeaderMap) -> Result<Format, Refusal> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let media = raw.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let media = raw
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match media.as_str() {
         "application/x-protobuf" | "application/protobuf" => Ok(Format::Protobuf),
         "application/json" => Ok(Format::Json),
         _ => Err(Refusal::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             INVALID_ARGUMENT,
-            format!("unsupported Content-Type {raw:?}: use application/x-protobuf or application/json"),
+            format!(
+                "unsupported Content-Type {raw:?}: use application/x-protobuf or application/json"
+            ),
         )),
     }
 }
@@ -145,7 +159,11 @@ async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Vec<u8
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
-            Refusal::new(StatusCode::BAD_REQUEST, INVALID_ARGUMENT, format!("could not read the body: {e}"))
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                INVALID_ARGUMENT,
+                format!("could not read the body: {e}"),
+            )
         })?;
         if raw.len() + chunk.len() > max {
             return Err(too_large(max));
@@ -159,20 +177,38 @@ async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Vec<u8
     flate2::read::MultiGzDecoder::new(raw.as_slice())
         .take(max as u64 + 1)
         .read_to_end(&mut inflated)
-        .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, INVALID_ARGUMENT, format!("invalid gzip body: {e}")))?;
+        .map_err(|e| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                INVALID_ARGUMENT,
+                format!("invalid gzip body: {e}"),
+            )
+        })?;
     if inflated.len() > max {
         return Err(too_large(max));
     }
     Ok(inflated)
 }
 
-fn decode<T: Message + Default + DeserializeOwned>(format: Format, bytes: &[u8], what: &str) -> Result<T, Refusal> {
+fn decode<T: Message + Default + DeserializeOwned>(
+    format: Format,
+    bytes: &[u8],
+    what: &str,
+) -> Result<T, Refusal> {
     match format {
         Format::Protobuf => T::decode(bytes).map_err(|e| {
-            Refusal::new(StatusCode::BAD_REQUEST, INVALID_ARGUMENT, format!("invalid protobuf {what}: {e}"))
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                INVALID_ARGUMENT,
+                format!("invalid protobuf {what}: {e}"),
+            )
         }),
         Format::Json => serde_json::from_slice(bytes).map_err(|e| {
-            Refusal::new(StatusCode::BAD_REQUEST, INVALID_ARGUMENT, format!("invalid OTLP/JSON {what}: {e}"))
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                INVALID_ARGUMENT,
+                format!("invalid OTLP/JSON {what}: {e}"),
+            )
         }),
     }
 }
@@ -184,7 +220,11 @@ fn store_refusal(err: StoreError) -> Refusal {
             UNAVAILABLE,
             "aotel's ingest queue is full; retry after the Retry-After delay",
         ),
-        StoreError::Closed => Refusal::new(StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE, "aotel is shutting down"),
+        StoreError::Closed => Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            UNAVAILABLE,
+            "aotel is shutting down",
+        ),
         other => {
             tracing::error!(error = %other, "export failed");
             Refusal::new(
@@ -197,7 +237,13 @@ fn store_refusal(err: StoreError) -> Refusal {
 }
 
 /// The shared shape of both endpoints: negotiate, read, decode, store, answer in kind.
-async fn handle<Req, Resp, F, Fut>(s: HttpState, headers: HeaderMap, body: Body, what: &str, export: F) -> Response
+async fn handle<Req, Resp, F, Fut>(
+    s: HttpState,
+    headers: HeaderMap,
+    body: Body,
+    what: &str,
+    export: F,
+) -> Response
 where
     Req: Message + Default + DeserializeOwned,
     Resp: Message + Serialize,
@@ -211,7 +257,9 @@ where
     let result = async {
         let bytes = read_body(&headers, body, s.max_bytes).await?;
         let req: Req = decode(format, &bytes, what)?;
-        export(s.writer.clone(), req, bytes.len()).await.map_err(store_refusal)
+        export(s.writer.clone(), req, bytes.len())
+            .await
+            .map_err(store_refusal)
     }
     .await;
     match result {
@@ -221,15 +269,23 @@ where
 }
 
 async fn traces(State(s): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
-    handle(s, headers, body, "ExportTraceServiceRequest", |w, req, n| async move {
-        export_traces(&w, req, n).await
-    })
+    handle(
+        s,
+        headers,
+        body,
+        "ExportTraceServiceRequest",
+        |w, req, n| async move { export_traces(&w, req, n).await },
+    )
     .await
 }
 
 async fn logs(State(s): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
-    handle(s, headers, body, "ExportLogsServiceRequest", |w, req, n| async move {
-        export_logs(&w, req, n).await
-    })
+    handle(
+        s,
+        headers,
+        body,
+        "ExportLogsServiceRequest",
+        |w, req, n| async move { export_logs(&w, req, n).await },
+    )
     .await
 }

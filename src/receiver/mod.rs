@@ -35,7 +35,8 @@ pub fn check_traces(req: &mut ExportTraceServiceRequest) -> (i64, String) {
                     Ok(()) => true,
                     Err(reason) => {
                         rejected += 1;
-                        first_reason.get_or_insert_with(|| format!("span {:?}: {reason}", span.name));
+                        first_reason
+                            .get_or_insert_with(|| format!("span {:?}: {reason}", span.name));
                         false
                     }
                 }

@@ -1,10 +1,12 @@
 //! The embedded SQLite store: one writer thread that group-commits, read-only connections for queries.
 
+pub mod index;
 mod read;
 pub mod schema;
 pub mod session;
 mod writer;
 
+pub(crate) use read::spans_where;
 pub use read::{to_resource_logs, to_resource_spans, Reader, SessionFilter, StoredLog, StoredSpan};
 pub use session::SessionRow;
 pub use writer::{Receipt, Writer};
@@ -25,8 +27,14 @@ pub enum StoreError {
     Closed,
     #[error("{0}")]
     Io(#[from] std::io::Error),
-    #[error("database {path} has schema version {found}, newer than this build understands ({known})")]
-    TooNew { path: PathBuf, found: usize, known: usize },
+    #[error(
+        "database {path} has schema version {found}, newer than this build understands ({known})"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: usize,
+        known: usize,
+    },
     #[error("background task failed: {0}")]
     Join(String),
 }
@@ -49,7 +57,9 @@ impl std::str::FromStr for Durability {
         match s.to_ascii_lowercase().as_str() {
             "normal" => Ok(Durability::Normal),
             "full" => Ok(Durability::Full),
-            other => Err(format!("unknown durability {other:?}: expected normal or full")),
+            other => Err(format!(
+                "unknown durability {other:?}: expected normal or full"
+            )),
         }
     }
 }
@@ -123,6 +133,7 @@ pub fn open(path: &Path, opts: &StoreOptions) -> Result<Store, StoreError> {
         });
     }
     schema::migrate(&mut conn)?;
+    index::backfill(&mut conn)?;
     let reader = Reader::new(path.to_path_buf());
     let (writer, thread) = writer::spawn(conn, opts)?;
     Ok(Store {
@@ -177,12 +188,16 @@ impl SpanSummary {
             session: f.session.clone(),
             trace_id: ids::to_hex(&span.trace_id),
             span_id: ids::to_hex(&span.span_id),
-            parent_span_id: (!span.parent_span_id.is_empty()).then(|| ids::to_hex(&span.parent_span_id)),
+            parent_span_id: (!span.parent_span_id.is_empty())
+                .then(|| ids::to_hex(&span.parent_span_id)),
             name: span.name.clone(),
             kind: span.kind,
             start_unix_nano: span.start_time_unix_nano.to_string(),
             end_unix_nano: span.end_time_unix_nano.to_string(),
-            duration_ms: span.end_time_unix_nano.saturating_sub(span.start_time_unix_nano) as f64 / 1e6,
+            duration_ms: span
+                .end_time_unix_nano
+                .saturating_sub(span.start_time_unix_nano) as f64
+                / 1e6,
             status: status_name(span.status.as_ref().map(|s| s.code).unwrap_or(0)),
             service: f.service.clone(),
             operation: f.operation,

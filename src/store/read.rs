@@ -3,7 +3,10 @@
 
 use super::session::{Counters, SessionRow};
 use super::StoreError;
-use crate::model::{InstrumentationScope, LogRecord, Resource, ResourceLogs, ResourceSpans, ScopeLogs, ScopeSpans, Span};
+use crate::model::{
+    InstrumentationScope, LogRecord, Resource, ResourceLogs, ResourceSpans, ScopeLogs, ScopeSpans,
+    Span,
+};
 use prost::Message;
 use rusqlite::{params_from_iter, Connection, OpenFlags, OptionalExtension, Row};
 use std::collections::HashMap;
@@ -74,7 +77,9 @@ impl Reader {
         }
         let conn = Connection::open_with_flags(
             &self.path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         Ok(conn)
@@ -101,15 +106,20 @@ impl Reader {
         .map_err(|e| StoreError::Join(e.to_string()))?
     }
 
-    pub async fn sessions(&self, filter: SessionFilter) -> Result<(Vec<SessionRow>, i64), StoreError> {
+    pub async fn sessions(
+        &self,
+        filter: SessionFilter,
+    ) -> Result<(Vec<SessionRow>, i64), StoreError> {
         self.with(move |c| list_sessions(c, &filter)).await
     }
 
     pub async fn session(&self, key: String) -> Result<Option<SessionRow>, StoreError> {
         self.with(move |c| {
-            Ok(c.prepare_cached(&format!("SELECT {SESSION_COLS} FROM sessions WHERE key = ?1"))?
-                .query_row([key], session_row)
-                .optional()?)
+            Ok(c.prepare_cached(&format!(
+                "SELECT {SESSION_COLS} FROM sessions WHERE key = ?1"
+            ))?
+            .query_row([key], session_row)
+            .optional()?)
         })
         .await
     }
@@ -177,12 +187,18 @@ fn list_sessions(c: &Connection, f: &SessionFilter) -> Result<(Vec<SessionRow>, 
         args.push(t.into());
     }
     if let Some(q) = f.q.as_ref().filter(|q| !q.is_empty()) {
-        let escaped = q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        let escaped = q
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
         let pattern = format!("%{escaped}%");
         clauses.push(
             "(key LIKE ? ESCAPE '\\' OR title LIKE ? ESCAPE '\\' OR agent LIKE ? ESCAPE '\\')",
         );
-        args.extend(std::iter::repeat_n(rusqlite::types::Value::from(pattern), 3));
+        args.extend(std::iter::repeat_n(
+            rusqlite::types::Value::from(pattern),
+            3,
+        ));
     }
     let filter = if clauses.is_empty() {
         String::new()
@@ -308,14 +324,21 @@ impl MetaCache {
         Ok(r)
     }
 
-    fn scope(&mut self, c: &Connection, id: i64) -> rusqlite::Result<Arc<(InstrumentationScope, String)>> {
+    fn scope(
+        &mut self,
+        c: &Connection,
+        id: i64,
+    ) -> rusqlite::Result<Arc<(InstrumentationScope, String)>> {
         if let Some(s) = self.scopes.get(&id) {
             return Ok(s.clone());
         }
         let (body, url): (Vec<u8>, String) = c
             .prepare_cached("SELECT body, schema_url FROM scopes WHERE id = ?1")?
             .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        let s = Arc::new((InstrumentationScope::decode(body.as_slice()).unwrap_or_default(), url));
+        let s = Arc::new((
+            InstrumentationScope::decode(body.as_slice()).unwrap_or_default(),
+            url,
+        ));
         self.scopes.insert(id, s.clone());
         Ok(s)
     }
@@ -335,10 +358,18 @@ impl Regroup for ResourceSpans {
     type Item = Span;
     type Scoped = ScopeSpans;
     fn new(r: &(Resource, String)) -> Self {
-        ResourceSpans { resource: Some(r.0.clone()), schema_url: r.1.clone(), scope_spans: Vec::new() }
+        ResourceSpans {
+            resource: Some(r.0.clone()),
+            schema_url: r.1.clone(),
+            scope_spans: Vec::new(),
+        }
     }
     fn new_scope(s: &(InstrumentationScope, String)) -> ScopeSpans {
-        ScopeSpans { scope: Some(s.0.clone()), schema_url: s.1.clone(), spans: Vec::new() }
+        ScopeSpans {
+            scope: Some(s.0.clone()),
+            schema_url: s.1.clone(),
+            spans: Vec::new(),
+        }
     }
     fn scopes(&mut self) -> &mut Vec<ScopeSpans> {
         &mut self.scope_spans
@@ -352,10 +383,18 @@ impl Regroup for ResourceLogs {
     type Item = LogRecord;
     type Scoped = ScopeLogs;
     fn new(r: &(Resource, String)) -> Self {
-        ResourceLogs { resource: Some(r.0.clone()), schema_url: r.1.clone(), scope_logs: Vec::new() }
+        ResourceLogs {
+            resource: Some(r.0.clone()),
+            schema_url: r.1.clone(),
+            scope_logs: Vec::new(),
+        }
     }
     fn new_scope(s: &(InstrumentationScope, String)) -> ScopeLogs {
-        ScopeLogs { scope: Some(s.0.clone()), schema_url: s.1.clone(), log_records: Vec::new() }
+        ScopeLogs {
+            scope: Some(s.0.clone()),
+            schema_url: s.1.clone(),
+            log_records: Vec::new(),
+        }
     }
     fn scopes(&mut self) -> &mut Vec<ScopeLogs> {
         &mut self.scope_logs
@@ -365,7 +404,13 @@ impl Regroup for ResourceLogs {
     }
 }
 
-type Placed<T> = (i64, Arc<(Resource, String)>, i64, Arc<(InstrumentationScope, String)>, T);
+type Placed<T> = (
+    i64,
+    Arc<(Resource, String)>,
+    i64,
+    Arc<(InstrumentationScope, String)>,
+    T,
+);
 
 /// Groups items by resource and then scope, in first-seen order.
 fn regroup<G: Regroup>(items: impl IntoIterator<Item = Placed<G::Item>>) -> Vec<G> {
@@ -388,10 +433,17 @@ fn regroup<G: Regroup>(items: impl IntoIterator<Item = Placed<G::Item>>) -> Vec<
 
 /// Rebuilds OTLP from stored spans.
 pub fn to_resource_spans(spans: Vec<StoredSpan>) -> Vec<ResourceSpans> {
-    regroup(spans.into_iter().map(|s| (s.resource_id, s.resource, s.scope_id, s.scope, s.span)))
+    regroup(
+        spans
+            .into_iter()
+            .map(|s| (s.resource_id, s.resource, s.scope_id, s.scope, s.span)),
+    )
 }
 
 /// Rebuilds OTLP from stored log records.
 pub fn to_resource_logs(logs: Vec<StoredLog>) -> Vec<ResourceLogs> {
-    regroup(logs.into_iter().map(|l| (l.resource_id, l.resource, l.scope_id, l.scope, l.log)))
+    regroup(
+        logs.into_iter()
+            .map(|l| (l.resource_id, l.resource, l.scope_id, l.scope, l.log)),
+    )
 }

@@ -73,7 +73,11 @@ impl Writer {
     }
 
     /// Like `write`, but waits for room instead of failing: for importers, which can afford to wait.
-    pub async fn write_waiting(&self, batch: Batch, approx_bytes: usize) -> Result<Receipt, StoreError> {
+    pub async fn write_waiting(
+        &self,
+        batch: Batch,
+        approx_bytes: usize,
+    ) -> Result<Receipt, StoreError> {
         let permit = self
             .budget
             .clone()
@@ -316,7 +320,16 @@ impl WriterState {
                         }
                         let f = facts::span_facts(span, &resource.attributes, &service);
                         caches.operation(&tx, &service, &span.name, span.kind)?;
-                        if store_span(&tx, span, &f, resource_id, scope_id, &mut seqs.0, &mut pending, live)? {
+                        if store_span(
+                            &tx,
+                            span,
+                            &f,
+                            resource_id,
+                            scope_id,
+                            &mut seqs.0,
+                            &mut pending,
+                            live,
+                        )? {
                             receipt.spans += 1;
                         }
                     }
@@ -333,7 +346,17 @@ impl WriterState {
                     for log in &mut sl.log_records {
                         truncate(&mut log.attributes, max_attr);
                         let f = facts::log_facts(log, &resource.attributes);
-                        if store_log(&tx, log, &f, &service, resource_id, scope_id, &mut seqs.1, &mut pending, live)? {
+                        if store_log(
+                            &tx,
+                            log,
+                            &f,
+                            &service,
+                            resource_id,
+                            scope_id,
+                            &mut seqs.1,
+                            &mut pending,
+                            live,
+                        )? {
                             receipt.logs += 1;
                         }
                     }
@@ -384,6 +407,7 @@ impl Caches<'_> {
              ON CONFLICT(hash) DO UPDATE SET hash = hash RETURNING id",
             params![&hash[..], service, schema_url, body],
         )?;
+        super::index::index_resource(tx, id, resource)?;
         if self.resources.len() > CACHE_LIMIT {
             self.resources.clear();
         }
@@ -391,7 +415,12 @@ impl Caches<'_> {
         Ok(id)
     }
 
-    fn scope(&mut self, tx: &Transaction, scope: &InstrumentationScope, schema_url: &str) -> rusqlite::Result<i64> {
+    fn scope(
+        &mut self,
+        tx: &Transaction,
+        scope: &InstrumentationScope,
+        schema_url: &str,
+    ) -> rusqlite::Result<i64> {
         let body = scope.encode_to_vec();
         let hash = hash16(&[&body, schema_url.as_bytes()]);
         if let Some(id) = self.scopes.get(&hash) {
@@ -410,13 +439,21 @@ impl Caches<'_> {
         Ok(id)
     }
 
-    fn operation(&mut self, tx: &Transaction, service: &str, name: &str, kind: i32) -> rusqlite::Result<()> {
+    fn operation(
+        &mut self,
+        tx: &Transaction,
+        service: &str,
+        name: &str,
+        kind: i32,
+    ) -> rusqlite::Result<()> {
         let key = (service.to_string(), name.to_string(), kind);
         if self.operations.contains(&key) {
             return Ok(());
         }
-        tx.prepare_cached("INSERT OR IGNORE INTO operations(service, name, kind) VALUES (?1, ?2, ?3)")?
-            .execute(params![service, name, kind])?;
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO operations(service, name, kind) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![service, name, kind])?;
         if self.operations.len() > CACHE_LIMIT {
             self.operations.clear();
         }
@@ -485,13 +522,20 @@ fn store_span(
         )?
         .execute(values)?;
     if inserted == 0 {
-        let Some((old, old_end, same)) = previous_copy(tx, span, &body, resource_id, scope_id)? else {
+        let Some((old, old_end, same)) = previous_copy(tx, span, &body, resource_id, scope_id)?
+        else {
             return Ok(false);
         };
         if same {
             return Ok(false);
         }
         // The later copy wins; its seq moves forward so forwarders send the new version too.
+        let (old_seq, old_body): (i64, Vec<u8>) = tx
+            .prepare_cached("SELECT seq, body FROM spans WHERE trace_id = ?1 AND span_id = ?2")?
+            .query_row(params![span.trace_id, span.span_id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        super::index::unindex_span(tx, old_seq, &old_body)?;
         tx.prepare_cached(
             "UPDATE spans SET seq = ?1, parent_span_id = ?4, session = ?5, name = ?6, kind = ?7,
                 start_ns = ?8, end_ns = ?9, status = ?10, service = ?11, operation = ?12, tool = ?13,
@@ -505,15 +549,19 @@ fn store_span(
             .counters
             .apply_span(&old, old_end, -1);
     }
+    super::index::index_span(tx, seq, span)?;
     *next_seq += 1;
     let state = session_mut(tx, pending, &f.session, &f.service)?;
     state.counters.apply_span(f, span.end_time_unix_nano, 1);
     state.first_ns = state.first_ns.min(span.start_time_unix_nano);
-    state.last_ns = state.last_ns.max(span.end_time_unix_nano.max(span.start_time_unix_nano));
+    state.last_ns = state
+        .last_ns
+        .max(span.end_time_unix_nano.max(span.start_time_unix_nano));
     if f.title.is_some() {
         state.title.clone_from(&f.title);
     }
-    if f.agent.is_some() && (state.agent.is_none() || (f.is_root && f.operation == Some(OP_AGENT))) {
+    if f.agent.is_some() && (state.agent.is_none() || (f.is_root && f.operation == Some(OP_AGENT)))
+    {
         state.agent.clone_from(&f.agent);
     }
     pending
@@ -621,7 +669,9 @@ fn store_log(
             state.last_ns = state.last_ns.max(time);
         }
         if !log.trace_id.is_empty() {
-            pending.session_traces.insert((session.clone(), log.trace_id.clone()));
+            pending
+                .session_traces
+                .insert((session.clone(), log.trace_id.clone()));
         }
     }
     if live {
@@ -664,10 +714,16 @@ fn session_mut<'p>(
     })))
 }
 
-fn write_sessions(tx: &Transaction, pending: &mut Pending, seq: i64) -> rusqlite::Result<Vec<SessionRow>> {
+fn write_sessions(
+    tx: &Transaction,
+    pending: &mut Pending,
+    seq: i64,
+) -> rusqlite::Result<Vec<SessionRow>> {
     for (session, trace_id) in pending.session_traces.drain() {
         let added = tx
-            .prepare_cached("INSERT OR IGNORE INTO session_traces(session, trace_id) VALUES (?1, ?2)")?
+            .prepare_cached(
+                "INSERT OR IGNORE INTO session_traces(session, trace_id) VALUES (?1, ?2)",
+            )?
             .execute(params![session, trace_id])?;
         if added > 0 {
             if let Some(state) = pending.sessions.get_mut(&session) {
@@ -677,7 +733,11 @@ fn write_sessions(tx: &Transaction, pending: &mut Pending, seq: i64) -> rusqlite
     }
     let mut rows = Vec::with_capacity(pending.sessions.len());
     for (key, s) in pending.sessions.drain() {
-        let first = if s.first_ns == u64::MAX { s.last_ns } else { s.first_ns };
+        let first = if s.first_ns == u64::MAX {
+            s.last_ns
+        } else {
+            s.first_ns
+        };
         let counters = serde_json::to_string(&s.counters).unwrap_or_default();
         tx.prepare_cached(
             "INSERT INTO sessions(key, title, agent, service, status, first_ns, last_ns, updated_seq, counters)
@@ -697,7 +757,16 @@ fn write_sessions(tx: &Transaction, pending: &mut Pending, seq: i64) -> rusqlite
             seq,
             counters
         ])?;
-        rows.push(SessionRow::new(key, s.title, s.agent, s.service, first, s.last_ns, seq, &s.counters));
+        rows.push(SessionRow::new(
+            key,
+            s.title,
+            s.agent,
+            s.service,
+            first,
+            s.last_ns,
+            seq,
+            &s.counters,
+        ));
     }
     Ok(rows)
 }
