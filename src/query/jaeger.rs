@@ -107,9 +107,29 @@ impl From<StoreError> for V3Error {
     }
 }
 
+/// v1's envelope, serialized straight from typed data (a `json!` detour through `Value` costs more
+/// than the whole query on big traces).
+#[derive(Serialize)]
+struct Envelope<T: Serialize> {
+    data: T,
+    total: usize,
+    limit: usize,
+    offset: usize,
+    errors: Option<Vec<Value>>,
+}
+
+fn envelope_bytes<T: Serialize>(data: T, total: usize, errors: Option<Vec<Value>>) -> Vec<u8> {
+    to_json(&Envelope {
+        data,
+        total,
+        limit: 0,
+        offset: 0,
+        errors,
+    })
+}
+
 fn envelope<T: Serialize>(data: T, total: usize) -> Response {
-    let body = json!({ "data": data, "total": total, "limit": 0, "offset": 0, "errors": null });
-    json_response(StatusCode::OK, to_json(&body))
+    json_response(StatusCode::OK, envelope_bytes(data, total, None))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -284,7 +304,17 @@ pub struct Tag {
     pub key: String,
     #[serde(rename = "type")]
     pub kind: &'static str,
-    pub value: Value,
+    pub value: TagValue,
+}
+
+/// A tag's JSON value, typed so that serializing needs no intermediate `serde_json::Value`.
+#[derive(Serialize, Debug, PartialEq)]
+#[serde(untagged)]
+pub enum TagValue {
+    Str(String),
+    Bool(bool),
+    Int(i64),
+    Float(f64),
 }
 
 #[derive(Serialize)]
@@ -339,7 +369,7 @@ struct JTrace {
     #[serde(rename = "traceID")]
     trace_id: String,
     spans: Vec<JSpan>,
-    processes: serde_json::Map<String, Value>,
+    processes: std::collections::BTreeMap<String, Process>,
     warnings: Option<Vec<String>>,
 }
 
@@ -368,20 +398,21 @@ fn base64(bytes: &[u8]) -> String {
 
 /// A typed Jaeger tag from an OTLP value: arrays and maps become JSON text, bytes base64.
 pub fn tag(key: &str, v: Option<&AnyValue>) -> Tag {
+    use TagValue::*;
     let (kind, value) = match v.and_then(|v| v.value.as_ref()) {
-        Some(Av::StringValue(s)) => ("string", json!(s)),
-        Some(Av::BoolValue(b)) => ("bool", json!(b)),
-        Some(Av::IntValue(i)) if (-JS_SAFE..=JS_SAFE).contains(i) => ("int64", json!(i)),
+        Some(Av::StringValue(s)) => ("string", Str(s.clone())),
+        Some(Av::BoolValue(b)) => ("bool", Bool(*b)),
+        Some(Av::IntValue(i)) if (-JS_SAFE..=JS_SAFE).contains(i) => ("int64", Int(*i)),
         // Past 2^53 a JavaScript number would round the value: Jaeger sends such integers as text.
-        Some(Av::IntValue(i)) => ("int64", json!(i.to_string())),
-        Some(Av::DoubleValue(d)) if d.is_finite() => ("float64", json!(d)),
-        Some(Av::DoubleValue(d)) => ("float64", json!(d.to_string())),
-        Some(Av::BytesValue(b)) => ("binary", json!(base64(b))),
+        Some(Av::IntValue(i)) => ("int64", Str(i.to_string())),
+        Some(Av::DoubleValue(d)) if d.is_finite() => ("float64", Float(*d)),
+        Some(Av::DoubleValue(d)) => ("float64", Str(d.to_string())),
+        Some(Av::BytesValue(b)) => ("binary", Str(base64(b))),
         Some(Av::ArrayValue(_) | Av::KvlistValue(_)) => {
-            ("string", json!(crate::model::attrs::to_json(v).to_string()))
+            ("string", Str(crate::model::attrs::to_json(v).to_string()))
         }
-        Some(Av::StringValueStrindex(i)) => ("int64", json!(i)),
-        None => ("string", json!("")),
+        Some(Av::StringValueStrindex(i)) => ("int64", Int(i64::from(*i))),
+        None => ("string", Str(String::new())),
     };
     Tag {
         key: key.to_string(),
@@ -394,7 +425,7 @@ fn str_tag(key: &str, value: &str) -> Tag {
     Tag {
         key: key.into(),
         kind: "string",
-        value: json!(value),
+        value: TagValue::Str(value.into()),
     }
 }
 
@@ -402,7 +433,7 @@ fn int_tag(key: &str, value: i64) -> Tag {
     Tag {
         key: key.into(),
         kind: "int64",
-        value: json!(value),
+        value: TagValue::Int(value),
     }
 }
 
@@ -415,7 +446,7 @@ fn tags_of(attrs: &[KeyValue]) -> Vec<Tag> {
 
 /// One stored trace in Jaeger's v1 JSON model.
 fn jaeger_trace(trace_id: &[u8], spans: &[StoredSpan]) -> JTrace {
-    let mut processes = serde_json::Map::new();
+    let mut processes = std::collections::BTreeMap::new();
     let mut process_of: HashMap<i64, String> = HashMap::new();
     let mut out = Vec::with_capacity(spans.len());
     for s in spans {
@@ -432,10 +463,7 @@ fn jaeger_trace(trace_id: &[u8], spans: &[StoredSpan]) -> JTrace {
                         .map(|kv| tag(&kv.key, kv.value.as_ref()))
                         .collect(),
                 };
-                processes.insert(
-                    id.clone(),
-                    serde_json::to_value(process).unwrap_or(Value::Null),
-                );
+                processes.insert(id.clone(), process);
                 id
             })
             .clone();
@@ -497,7 +525,7 @@ fn jaeger_span(s: &StoredSpan, process_id: String) -> JSpan {
             tags.push(Tag {
                 key: "error".into(),
                 kind: "bool",
-                value: json!(true),
+                value: TagValue::Bool(true),
             });
         }
         _ => {}
@@ -634,13 +662,14 @@ async fn find_traces(State(app): State<AppState>, Query(q): Params) -> Result<Re
                 for id in &trace_ids {
                     let spans = load_trace(c, id)?;
                     if spans.is_empty() {
-                        errors.push(json!({ "msg": "trace not found", "traceID": ids::to_hex(id) }));
+                        errors
+                            .push(json!({ "msg": "trace not found", "traceID": ids::to_hex(id) }));
                     } else {
                         traces.push(jaeger_trace(id, &spans));
                     }
                 }
                 let errors = (!errors.is_empty()).then_some(errors);
-                Ok(to_json(&json!({ "data": traces, "total": 0, "limit": 0, "offset": 0, "errors": errors })))
+                Ok(envelope_bytes(traces, 0, errors))
             })
             .await?;
         return Ok(json_response(StatusCode::OK, body));
@@ -680,9 +709,7 @@ async fn find_traces(State(app): State<AppState>, Query(q): Params) -> Result<Re
                     "Jaeger search stopped early; results may be incomplete"
                 );
             }
-            Ok(to_json(
-                &json!({ "data": traces, "total": 0, "limit": 0, "offset": 0, "errors": null }),
-            ))
+            Ok(envelope_bytes(traces, 0, None))
         })
         .await?;
     Ok(json_response(StatusCode::OK, body))
@@ -699,11 +726,7 @@ pub async fn get_trace(app: AppState, trace_id: String) -> Result<Response, V1Er
         .reader
         .with(move |c| {
             let spans = load_trace(c, &id)?;
-            Ok((!spans.is_empty()).then(|| {
-                to_json(&json!({
-                    "data": [jaeger_trace(&id, &spans)], "total": 0, "limit": 0, "offset": 0, "errors": null,
-                }))
-            }))
+            Ok((!spans.is_empty()).then(|| envelope_bytes([jaeger_trace(&id, &spans)], 0, None)))
         })
         .await?;
     match body {
@@ -956,7 +979,7 @@ mod tests {
         let t = tag("n", Some(&v));
         assert_eq!(
             (t.kind, t.value),
-            ("int64", json!((1i64 << 60).to_string()))
+            ("int64", TagValue::Str((1i64 << 60).to_string()))
         );
     }
 }
