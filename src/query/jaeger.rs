@@ -262,7 +262,18 @@ pub fn tag_condition(key: &str, value: &str) -> Expr {
     }
 }
 
+/// Tag conditions per search at most (each adds a level to the condition tree).
+const MAX_TAGS: usize = 128;
+
 fn tags_filter(q: &[(String, String)]) -> Result<Expr, V1Error> {
+    let tags = q.iter().filter(|(k, _)| k == "tag").count()
+        + q.iter()
+            .filter(|(k, _)| k == "tags")
+            .map(|(_, v)| v.matches(':').count())
+            .sum::<usize>();
+    if tags > MAX_TAGS {
+        return Err(bad(format!("too many tags: at most {MAX_TAGS}")));
+    }
     let mut filter = Expr::True;
     for (k, v) in q {
         match k.as_str() {
@@ -850,6 +861,11 @@ fn v3_search_params(q: &[(String, String)]) -> Result<SearchParams, V1Error> {
     }
     let mut filter = Expr::True;
     if let Some(attrs) = param(q, &["query.attributes"]) {
+        if attrs.matches(':').count() > MAX_TAGS {
+            return Err(bad(format!(
+                "too many query.attributes: at most {MAX_TAGS}"
+            )));
+        }
         let map: HashMap<String, String> = serde_json::from_str(attrs).map_err(|e| {
             bad(format!(
                 "malformed parameter query.attributes: expected a JSON map of strings: {e}"

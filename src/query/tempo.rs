@@ -446,7 +446,11 @@ async fn search_handler(
         None => Expr::True,
     };
     if let Some(tags) = param(&q, "tags") {
-        for (k, v) in parse_logfmt(tags).map_err(bad)? {
+        let pairs = parse_logfmt(tags).map_err(bad)?;
+        if pairs.len() > 128 {
+            return Err(bad("invalid tags: at most 128"));
+        }
+        for (k, v) in pairs {
             filter = Expr::and(filter, tag_condition(&k, &v)?);
         }
     }

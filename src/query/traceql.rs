@@ -596,7 +596,13 @@ struct Parser {
     toks: Vec<(Tok, usize)>,
     at: usize,
     len: usize,
+    conditions: usize,
+    depth: usize,
 }
+
+/// Bounds that keep evaluation (recursive over the expression) cheap and the stack shallow.
+const MAX_CONDITIONS: usize = 128;
+const MAX_DEPTH: usize = 32;
 
 /// Parses a query into one span condition: spansets joined by `||` become one `||`.
 pub fn parse(query: &str) -> Result<Expr, ParseError> {
@@ -608,6 +614,8 @@ pub fn parse(query: &str) -> Result<Expr, ParseError> {
         toks,
         at: 0,
         len: query.len(),
+        conditions: 0,
+        depth: 0,
     };
     let mut expr = p.spanset()?;
     while let Some(t) = p.peek().cloned() {
@@ -699,7 +707,12 @@ impl Parser {
     fn unary(&mut self) -> Result<Expr, ParseError> {
         if self.peek() == Some(&Tok::LParen) {
             self.at += 1;
+            self.depth += 1;
+            if self.depth > MAX_DEPTH {
+                return err(format!("parentheses nest deeper than {MAX_DEPTH}"));
+            }
             let e = self.or_expr()?;
+            self.depth -= 1;
             return match self.next() {
                 Some(Tok::RParen) => Ok(e),
                 Some(t) => err(format!("expected `)`, found {}", describe(&t))),
@@ -710,6 +723,12 @@ impl Parser {
     }
 
     fn comparison(&mut self) -> Result<Expr, ParseError> {
+        self.conditions += 1;
+        if self.conditions > MAX_CONDITIONS {
+            return err(format!(
+                "more than {MAX_CONDITIONS} conditions in one query"
+            ));
+        }
         let pos = self.pos();
         let field = match self.next() {
             Some(Tok::Ident(name)) => field(&name)?,
@@ -1069,6 +1088,14 @@ mod tests {
         rejected("{ span.x = \"unterminated }", "unterminated");
         rejected("{ foo = 1 }", "unknown field");
         rejected("{ span.x > true }", "boolean");
+        rejected(
+            &format!("{{ {}status = error{} }}", "(".repeat(40), ")".repeat(40)),
+            "deeper",
+        );
+        rejected(
+            &format!("{{ {} }}", vec!["status = error"; 200].join(" || ")),
+            "conditions",
+        );
     }
 
     #[test]
