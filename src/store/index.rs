@@ -11,8 +11,9 @@ use crate::model::{any_value::Value, KeyValue, Resource, Span};
 use prost::Message;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
-/// Values whose text form is longer than this are not indexed.
-pub const MAX_INDEXED_VALUE: usize = 256;
+/// Values whose text form is longer than this are not indexed: ids, names, models and statuses fit;
+/// prompts, arguments and outputs are found by scanning, and indexing them would double ingest cost.
+pub const MAX_INDEXED_VALUE: usize = 64;
 /// At most this many attributes of one span are indexed (in order); the rest are found by scanning.
 pub const MAX_INDEXED_PER_SPAN: usize = 64;
 

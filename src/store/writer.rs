@@ -853,6 +853,13 @@ fn session_mut<'p>(
     key: &str,
     service: &str,
 ) -> rusqlite::Result<&'p mut SessionState> {
+    // The common case, a session already touched in this transaction, allocates nothing.
+    if pending.sessions.contains_key(key) {
+        return pending
+            .sessions
+            .get_mut(key)
+            .ok_or(rusqlite::Error::QueryReturnedNoRows);
+    }
     let vacant = match pending.sessions.entry(key.to_string()) {
         Entry::Occupied(e) => return Ok(e.into_mut()),
         Entry::Vacant(v) => v,
