@@ -91,6 +91,7 @@ pub fn api_router(state: AppState) -> axum::Router {
     let tokens = state.config.tokens.clone();
     query::api::router()
         .merge(query::metrics::router())
+        .merge(query::trace_apis())
         .merge(forward::api::router())
         .with_state(state.clone())
         .merge(ingest::legacy::router(state))

@@ -59,6 +59,23 @@ async fn grpc_and_http_destinations_receive_every_span_and_log_unchanged() {
     assert_eq!(dests[0]["headers"], serde_json::json!(["X-Scope-OrgID"]));
     assert!(!status.to_string().contains("tenant-1"));
 
+    let metrics = reqwest::get(upstream.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let grpc_label = format!("destination=\"grpc://{}\"", via_grpc.grpc);
+    assert!(
+        metrics.contains(&format!(
+            "aotel_forward_sent_spans_total{{{grpc_label}}} 240"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!("aotel_forward_lag_spans{{{grpc_label}}} 0")),
+        "{metrics}"
+    );
     assert_same_spans(&upstream.db, &via_grpc.db, "aotel → aotel over gRPC");
     assert_same_spans(&upstream.db, &via_http.db, "aotel → aotel over HTTP");
     let up_logs = stored_logs(&upstream.db);

@@ -173,7 +173,7 @@ async fn otlp_json_variants_are_understood() {
     .await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&resp));
     let got = server
-        .get_json("/api/traces/0af7651916cd43dd8448eb211c80319c")
+        .get_json("/api/trace/0af7651916cd43dd8448eb211c80319c")
         .await;
     let s = &got["spans"][0];
     assert_eq!(s["span_id"], "b7ad6b7169203331");
@@ -455,7 +455,7 @@ async fn size_limits_apply_after_decompression() {
     .await;
     assert_eq!(status, StatusCode::OK);
     let got = server
-        .get_json(&format!("/api/traces/{}", "08".repeat(16)))
+        .get_json(&format!("/api/trace/{}", "08".repeat(16)))
         .await;
     let attrs = &got["spans"][0]["attributes"];
     assert_eq!(attrs["ao.truncated"], true);

@@ -248,7 +248,7 @@ async fn round_trip(t: Transport) {
     assert_eq!(log["attributes"]["attempt"], 3);
     assert_eq!(log["severity_number"], 9);
 
-    let trace = server.get_json(&format!("/api/traces/{trace_id}")).await;
+    let trace = server.get_json(&format!("/api/trace/{trace_id}")).await;
     assert_eq!(trace["spans"][0]["span_id"], root["span_id"]);
     let list = server.get_json("/api/sessions?agent=researcher").await;
     assert_eq!(list["total"], 1);

@@ -108,6 +108,20 @@ async fn age_removes_old_sessions_whole_and_keeps_new_ones() {
     let status = server.get_json("/api/retention").await;
     assert_eq!(status["max_age_seconds"], 86_400);
     assert_eq!(status["total"]["sessions"], 1);
+    let conn = rusqlite::Connection::open(&server.db).expect("open");
+    let stale: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM span_attrs WHERE seq NOT IN (SELECT seq FROM spans)",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(stale, 0, "the attribute index lost the deleted spans too");
+    let kept: i64 = conn
+        .query_row("SELECT COUNT(*) FROM span_attrs", [], |r| r.get(0))
+        .expect("count");
+    assert!(kept > 0, "the new session is still indexed");
+    drop(conn);
     // Running again finds nothing more to do.
     assert_eq!(run(&server).await["sessions"], 0);
     server.stop().await;

@@ -608,6 +608,36 @@ impl Forwarders {
         self.inner.destinations.is_empty()
     }
 
+    /// The lag gauges of `/metrics`, per destination (spans only, as the metric names say).
+    pub async fn collect_metrics(
+        &self,
+        reader: &Reader,
+        samples: &mut crate::metrics::Samples,
+    ) -> Result<(), StoreError> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        let report = self.report(reader).await?;
+        for d in report["destinations"].as_array().into_iter().flatten() {
+            let spans = &d["signals"]["spans"];
+            if spans.is_null() {
+                continue;
+            }
+            let dest = crate::metrics::label("destination", d["url"].as_str().unwrap_or(""));
+            samples.push(
+                "aotel_forward_lag_spans",
+                &dest,
+                spans["lag"].as_f64().unwrap_or(0.0),
+            );
+            samples.push(
+                "aotel_forward_lag_seconds",
+                &dest,
+                spans["lag_seconds"].as_f64().unwrap_or(0.0),
+            );
+        }
+        Ok(())
+    }
+
     /// Per destination: state, lag, last error and dead letters, as `GET /api/forward` shows it.
     pub async fn report(&self, reader: &Reader) -> Result<Value, StoreError> {
         let mut rows = Vec::new();

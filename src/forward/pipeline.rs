@@ -6,6 +6,7 @@ use super::cursor::{self, NewDeadLetter};
 use super::retry::{Breaker, BreakerState};
 use super::CommittedSeqs;
 use super::{ForwardConfig, Signal};
+use crate::metrics::label;
 use crate::model::time::now_ns;
 use crate::store::{Reader, StoreError, Writer};
 use bytes::Bytes;
@@ -374,6 +375,7 @@ impl Pipeline {
             }
             lingered = false;
             let status = self.status.clone();
+            let (metrics, url) = (self.writer.metrics().clone(), self.url.clone());
             let send = send_until_answered(
                 &self.exporter,
                 self.signal,
@@ -385,6 +387,11 @@ impl Pipeline {
                         reason,
                         ?wait,
                         "destination did not take the batch; retrying"
+                    );
+                    metrics.inc(
+                        "aotel_forward_errors_total",
+                        label("destination", &url),
+                        1.0,
                     );
                     if let Ok(mut s) = status.lock() {
                         s.state = b.state();
@@ -456,6 +463,22 @@ impl Pipeline {
             cursor::advance(tx, id, signal, seq)
         })
         .await;
+        let dest = label("destination", &self.url);
+        match &outcome {
+            Outcome::Accepted { rejected, .. } if self.signal == Signal::Spans => {
+                self.writer.metrics().inc(
+                    "aotel_forward_sent_spans_total",
+                    dest,
+                    (batch.items as i64 - rejected).max(0) as f64,
+                )
+            }
+            Outcome::Rejected { .. } => {
+                self.writer
+                    .metrics()
+                    .inc("aotel_forward_dead_letters_total", dest, 1.0)
+            }
+            _ => {}
+        }
         // The destination has the batch either way; the in-memory cursor moves on so it is not resent
         // while this process lives. If the write failed, a restart resends it (at least once).
         self.cursor = batch.last_seq;

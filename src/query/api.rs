@@ -16,7 +16,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/sessions", get(sessions))
         .route("/api/sessions/{key}", get(session))
-        .route("/api/traces/{trace_id}", get(trace))
+        .route("/api/trace/{trace_id}", get(trace))
         .route("/api/retention", get(retention_status))
         .route("/api/retention/run", axum::routing::post(retention_run))
         .route("/healthz", get(healthz))

@@ -43,6 +43,9 @@ async fn metrics(State(app): State<AppState>) -> Result<Response, super::ApiErro
         .map(|m| m.len())
         .sum();
     samples.push("aotel_database_bytes", "", bytes as f64);
+    app.forward
+        .collect_metrics(&app.reader, &mut samples)
+        .await?;
 
     let (stats, sessions): StoreRows = app
         .reader

@@ -1,12 +1,39 @@
-//! The read side: aotel's own JSON API (later also the Jaeger and Tempo APIs) over read-only connections.
+//! The read side: aotel's own JSON API, the Jaeger and Tempo APIs, over read-only connections.
 
 pub mod api;
+pub mod jaeger;
 pub mod metrics;
+pub mod search;
+pub mod tempo;
+pub mod traceql;
 pub mod views;
 
-use axum::http::StatusCode;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::routing::get;
+use axum::{Json, Router};
+
+/// The Jaeger and Tempo APIs. Both use `/api/traces/{id}`: protobuf (what Grafana's Tempo data
+/// source asks for) gets Tempo's answer, anything else Jaeger's JSON (Jaeger UI, Grafana's Jaeger).
+pub fn trace_apis() -> Router<crate::AppState> {
+    Router::new()
+        .route("/api/traces/{trace_id}", get(trace_by_id))
+        .merge(jaeger::router())
+        .merge(tempo::router())
+}
+
+async fn trace_by_id(
+    State(app): State<crate::AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if tempo::wants_protobuf(&headers) {
+        tempo::trace_v1(app, id).await.into_response()
+    } else {
+        jaeger::get_trace(app, id).await.into_response()
+    }
+}
 
 /// A JSON error with the right status; the message says what was wrong.
 #[derive(Debug)]

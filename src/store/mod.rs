@@ -1,5 +1,6 @@
 //! The embedded SQLite store: one writer thread that group-commits, read-only connections for queries.
 
+pub mod index;
 mod prepare;
 mod read;
 pub mod retention;
@@ -145,6 +146,7 @@ pub fn open(path: &Path, opts: &StoreOptions) -> Result<Store, StoreError> {
         });
     }
     schema::migrate(&mut conn)?;
+    index::backfill(&mut conn)?;
     let reader = Reader::new(path.to_path_buf());
     let checkpointer = Checkpointer::spawn(path)?;
     let (writer, thread) = writer::spawn(conn, opts)?;

@@ -18,6 +18,7 @@ pub(super) struct Meta {
 pub(super) struct PreparedResource {
     pub meta: Meta,
     pub service: String,
+    pub attr_hashes: Vec<i64>,
     pub scopes: Vec<PreparedScope>,
 }
 
@@ -40,6 +41,8 @@ pub(super) struct PreparedSpan {
     pub status: i32,
     pub facts: SpanFacts,
     pub body: Vec<u8>,
+    /// Attribute index hashes (store::index).
+    pub attr_hashes: Vec<i64>,
     /// Built only while the live view listens; its `seq` is filled in at commit.
     pub summary: Option<SpanSummary>,
 }
@@ -96,6 +99,7 @@ fn resource_of(resource: &Resource, schema_url: String) -> PreparedResource {
     PreparedResource {
         meta: meta(resource, schema_url),
         service: facts::service_name(&resource.attributes),
+        attr_hashes: super::index::hashes(&resource.attributes).collect(),
         scopes: Vec::new(),
     }
 }
@@ -121,6 +125,7 @@ pub(super) fn prepare(batch: Batch, max_attr: usize, live: bool) -> Prepared {
                 let facts = facts::span_facts(&span, &resource.attributes, &pr.service);
                 let summary = live.then(|| SpanSummary::new(0, &span, &facts));
                 let body = span.encode_to_vec();
+                let attr_hashes = super::index::hashes(&span.attributes).collect();
                 ps.spans.push(PreparedSpan {
                     parent_span_id: (!span.parent_span_id.is_empty())
                         .then_some(span.parent_span_id),
@@ -133,6 +138,7 @@ pub(super) fn prepare(batch: Batch, max_attr: usize, live: bool) -> Prepared {
                     status: span.status.map(|s| s.code).unwrap_or(0),
                     facts,
                     body,
+                    attr_hashes,
                     summary,
                 });
             }

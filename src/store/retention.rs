@@ -74,6 +74,31 @@ fn unforwarded_floor(conn: &Connection) -> rusqlite::Result<Option<i64>> {
     })
 }
 
+/// Removes the attribute index rows (store::index) of the spans matching `condition` (fixed SQL).
+fn unindex<P: rusqlite::ToSql>(
+    tx: &rusqlite::Transaction,
+    condition: &str,
+    value: P,
+) -> rusqlite::Result<()> {
+    let rows: Vec<(i64, i64, Vec<u8>)> = tx
+        .prepare_cached(&format!(
+            "SELECT seq, start_ns, body FROM spans WHERE {condition}"
+        ))?
+        .query_map([value], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut delete =
+        tx.prepare_cached("DELETE FROM span_attrs WHERE h = ?1 AND start_ns = ?2 AND seq = ?3")?;
+    for (seq, start, body) in rows {
+        let Ok(span) = <crate::model::Span as prost::Message>::decode(body.as_slice()) else {
+            continue;
+        };
+        for h in super::index::hashes(&span.attributes) {
+            delete.execute(params![h, start, seq])?;
+        }
+    }
+    Ok(())
+}
+
 /// One bounded step: picks up to `STEP_SESSIONS` sessions and deletes them in one transaction.
 pub fn step(
     conn: &mut Connection,
@@ -126,6 +151,7 @@ pub fn step(
             .query_map([key], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
         for trace in &traces {
+            unindex(&tx, "trace_id = ?1", trace)?;
             report.spans += tx
                 .prepare_cached("DELETE FROM spans WHERE trace_id = ?1")?
                 .execute([trace])? as u64;
@@ -133,6 +159,7 @@ pub fn step(
                 .prepare_cached("DELETE FROM logs WHERE trace_id = ?1")?
                 .execute([trace])? as u64;
         }
+        unindex(&tx, "session = ?1", key)?;
         report.spans += tx
             .prepare_cached("DELETE FROM spans WHERE session = ?1")?
             .execute([key])? as u64;

@@ -130,7 +130,24 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX sessions_by_last ON sessions(last_ns);
     "#,
-    // 6: forwarding. `forward_cursors` has one row per configured destination: the highest span and log
+    // 6: the attribute index for tag and TraceQL search (see store::index): hashed `key = value` pairs of
+    // span and resource attributes. Spans stored before this version are indexed once at open.
+    r#"
+    CREATE TABLE span_attrs(
+        h INTEGER NOT NULL,
+        start_ns INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY(h, start_ns, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE resource_attrs(
+        h INTEGER NOT NULL,
+        resource_id INTEGER NOT NULL,
+        PRIMARY KEY(h, resource_id)
+    ) WITHOUT ROWID;
+    INSERT INTO meta(key, value)
+        SELECT 'span_attrs_backfill', (SELECT MAX(seq) FROM spans) WHERE EXISTS (SELECT 1 FROM spans);
+    "#,
+    // 7: forwarding. `forward_cursors` has one row per configured destination: the highest span and log
     // seq it has (accepted or dead-lettered). Retention keeps spans above MIN(span_seq). A destination no
     // longer configured parks its cursors in `forward_destinations` and holds nothing back.
     r#"

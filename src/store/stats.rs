@@ -69,10 +69,21 @@ impl Dims {
     }
 }
 
-/// What one transaction adds to the stats, applied just before it commits.
+/// What one transaction adds to the stats, applied just before it commits. Tool calls and durations
+/// are summed per tool and only turned into label text at the end: they come with every tool span.
 #[derive(Default)]
 pub(super) struct StatsDelta {
+    calls: HashMap<(String, &'static str), f64>,
+    durations: HashMap<String, Durations>,
     values: HashMap<(&'static str, String), f64>,
+}
+
+#[derive(Default)]
+struct Durations {
+    /// Cumulative: bucket i counts calls that took at most `DURATION_BUCKETS[i]`.
+    buckets: [u64; DURATION_BUCKETS.len()],
+    count: u64,
+    sum: f64,
 }
 
 fn source_name(s: UsageSource) -> &'static str {
@@ -90,15 +101,18 @@ impl StatsDelta {
         }
     }
 
-    fn observe_duration(&mut self, tool: &str, seconds: f64) {
-        let t = label("tool", tool);
-        for le in DURATION_BUCKETS {
-            if seconds <= *le {
-                self.add(TOOL_DURATION, format!("{t},le=\"{le}\""), 1.0);
+    fn tool_call(&mut self, tool: String, outcome: &'static str, seconds: Option<f64>) {
+        if let Some(seconds) = seconds {
+            let d = self.durations.entry(tool.clone()).or_default();
+            for (i, le) in DURATION_BUCKETS.iter().enumerate() {
+                if seconds <= *le {
+                    d.buckets[i] += 1;
+                }
             }
+            d.count += 1;
+            d.sum += seconds.max(0.0);
         }
-        self.add(TOOL_DURATION, format!("{t},le=\"+Inf\""), 1.0);
-        self.add(TOOL_DURATION, format!("{t},sum"), seconds.max(0.0));
+        *self.calls.entry((tool, outcome)).or_default() += 1.0;
     }
 
     /// Counts a stored span copy. `old` is the copy it replaced, if any: a finished tool call is
@@ -117,12 +131,7 @@ impl StatsDelta {
         if f.operation == Some(OP_TOOL) && !f.in_progress && !was_counted {
             let tool = dims.value(tx, "tool", f.tool.as_deref())?;
             let outcome = if f.is_error { "error" } else { "ok" };
-            self.add(
-                TOOL_CALLS,
-                format!("{},{}", label("tool", &tool), label("outcome", outcome)),
-                1.0,
-            );
-            self.observe_duration(&tool, duration_s);
+            self.tool_call(tool, outcome, Some(duration_s));
         }
         if let Some(src) = f.usage_source() {
             let before = old.map(|o| o.usage).unwrap_or_default();
@@ -142,14 +151,7 @@ impl StatsDelta {
         if f.tool_call {
             let tool = dims.value(tx, "tool", f.tool.as_deref())?;
             let outcome = if f.tool_error { "error" } else { "ok" };
-            self.add(
-                TOOL_CALLS,
-                format!("{},{}", label("tool", &tool), label("outcome", outcome)),
-                1.0,
-            );
-            if let Some(d) = f.tool_duration_s {
-                self.observe_duration(&tool, d);
-            }
+            self.tool_call(tool, outcome, f.tool_duration_s);
         }
         let none = Default::default();
         self.usage(
@@ -207,6 +209,23 @@ impl StatsDelta {
     }
 
     pub fn flush(&mut self, tx: &Transaction) -> rusqlite::Result<()> {
+        for ((tool, outcome), n) in self.calls.drain() {
+            let labels = format!("{},{}", label("tool", &tool), label("outcome", outcome));
+            self.values.insert((TOOL_CALLS, labels), n);
+        }
+        for (tool, d) in self.durations.drain() {
+            let t = label("tool", &tool);
+            for (le, n) in DURATION_BUCKETS.iter().zip(d.buckets) {
+                if n > 0 {
+                    self.values
+                        .insert((TOOL_DURATION, format!("{t},le=\"{le}\"")), n as f64);
+                }
+            }
+            self.values
+                .insert((TOOL_DURATION, format!("{t},le=\"+Inf\"")), d.count as f64);
+            self.values
+                .insert((TOOL_DURATION, format!("{t},sum")), d.sum);
+        }
         for ((metric, labels), v) in self.values.drain() {
             tx.prepare_cached(
                 "INSERT INTO stats(metric, labels, value) VALUES (?1, ?2, ?3)

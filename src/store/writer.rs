@@ -1,13 +1,14 @@
 //! The one writer: owns the write connection, group-commits queued batches, acknowledges each only after
 //! its transaction committed, then tells the live hub what changed.
 
-use super::prepare::{prepare, Meta, Prepared, PreparedLog, PreparedSpan};
+use super::prepare::{prepare, Meta, Prepared, PreparedLog, PreparedResource, PreparedSpan};
 use super::session::{Counters, SessionRow};
 use super::stats::{label, Dims, StatsDelta};
 use super::{Committed, LogSummary, SpanSummary, StoreError, StoreOptions};
 use crate::metrics::Metrics;
 use crate::model::facts::{self, SpanFacts, Usage, OP_AGENT};
-use crate::model::Batch;
+use crate::model::{Batch, Span};
+use prost::Message;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
@@ -419,7 +420,7 @@ impl WriterState {
         for batch in batches {
             let mut receipt = Receipt::default();
             for pr in &batch.resources {
-                let resource_id = caches.resource(&tx, &pr.meta, &pr.service)?;
+                let resource_id = caches.resource(&tx, pr)?;
                 for ps in &pr.scopes {
                     let scope_id = caches.scope(&tx, &ps.meta, &ps.name, &ps.version)?;
                     for span in &ps.spans {
@@ -484,7 +485,8 @@ struct Caches<'a> {
 }
 
 impl Caches<'_> {
-    fn resource(&mut self, tx: &Transaction, meta: &Meta, service: &str) -> rusqlite::Result<i64> {
+    fn resource(&mut self, tx: &Transaction, pr: &PreparedResource) -> rusqlite::Result<i64> {
+        let meta = &pr.meta;
         if let Some(id) = self.resources.get(&meta.hash) {
             return Ok(*id);
         }
@@ -492,8 +494,14 @@ impl Caches<'_> {
             tx,
             "INSERT INTO resources(hash, service, schema_url, body) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT(hash) DO UPDATE SET hash = hash RETURNING id",
-            params![&meta.hash[..], service, meta.schema_url, meta.body],
+            params![&meta.hash[..], pr.service, meta.schema_url, meta.body],
         )?;
+        let mut stmt = tx.prepare_cached(
+            "INSERT OR IGNORE INTO resource_attrs(h, resource_id) VALUES (?1, ?2)",
+        )?;
+        for h in &pr.attr_hashes {
+            stmt.execute(params![h, id])?;
+        }
         if self.resources.len() > CACHE_LIMIT {
             self.resources.clear();
         }
@@ -613,12 +621,16 @@ fn store_span(
         .execute(values)?;
     let mut replaced: Option<SpanFacts> = None;
     if inserted == 0 {
-        let Some((old, old_end, same)) = previous_copy(tx, span, resource_id, scope_id)? else {
+        let Some(old) = previous_copy(tx, span, resource_id, scope_id)? else {
             return Ok(false);
         };
-        let old = (old, old_end);
-        if same {
+        if old.same {
             return Ok(false);
+        }
+        let mut unindex = tx
+            .prepare_cached("DELETE FROM span_attrs WHERE h = ?1 AND start_ns = ?2 AND seq = ?3")?;
+        for h in &old.attr_hashes {
+            unindex.execute(params![h, old.start_ns as i64, old.seq])?;
         }
         // The later copy wins; its seq moves forward so forwarders send the new version too.
         tx.prepare_cached(
@@ -630,11 +642,12 @@ fn store_span(
              WHERE trace_id = ?2 AND span_id = ?3",
         )?
         .execute(values)?;
-        session_mut(tx, pending, &old.0.session, &old.0.service)?
+        session_mut(tx, pending, &old.facts.session, &old.facts.service)?
             .counters
-            .apply_span(&old.0, old.1, -1);
-        replaced = Some(old.0);
+            .apply_span(&old.facts, old.end_ns, -1);
+        replaced = Some(old.facts);
     }
+    super::index::index_hashes(tx, seq, span.start_ns, &span.attr_hashes)?;
     *next_seq += 1;
     let state = session_mut(tx, pending, &f.session, &f.service)?;
     state.counters.apply_span(f, span.end_ns, 1);
@@ -671,24 +684,42 @@ fn store_span(
     Ok(true)
 }
 
-/// The stored copy's facts, its end time, and whether it is byte-for-byte what just arrived.
+/// The copy a newer one replaces: its facts, end time, and where its index rows are.
+struct OldCopy {
+    facts: SpanFacts,
+    end_ns: u64,
+    seq: i64,
+    start_ns: u64,
+    /// Whether it is byte-for-byte what just arrived (then nothing changes).
+    same: bool,
+    /// Its index hashes, when it differs.
+    attr_hashes: Vec<i64>,
+}
+
+/// The stored copy of `span`, if any.
 fn previous_copy(
     tx: &Transaction,
     span: &PreparedSpan,
     resource_id: i64,
     scope_id: i64,
-) -> rusqlite::Result<Option<(SpanFacts, u64, bool)>> {
+) -> rusqlite::Result<Option<OldCopy>> {
     let body = span.body.as_slice();
     tx.prepare_cached(
         "SELECT body, resource_id, scope_id, session, service, operation, tool, agent, model, flags, status,
             parent_span_id IS NULL, end_ns, input_tokens, output_tokens, cache_read_tokens,
-            cache_creation_tokens, cost_usd, name
+            cache_creation_tokens, cost_usd, name, seq, start_ns
          FROM spans WHERE trace_id = ?1 AND span_id = ?2",
     )?
     .query_row(params![span.trace_id, span.span_id], |r| {
-        let same = r.get_ref(0)?.as_blob()? == body
-            && r.get::<_, i64>(1)? == resource_id
-            && r.get::<_, i64>(2)? == scope_id;
+        let old_body = r.get_ref(0)?.as_blob()?;
+        let same = old_body == body && r.get::<_, i64>(1)? == resource_id && r.get::<_, i64>(2)? == scope_id;
+        let attr_hashes = if same {
+            Vec::new()
+        } else {
+            Span::decode(old_body)
+                .map(|s| super::index::hashes(&s.attributes).collect())
+                .unwrap_or_default()
+        };
         let operation: Option<String> = r.get(5)?;
         let facts = SpanFacts {
             session: r.get(3)?,
@@ -711,7 +742,14 @@ fn previous_copy(
                 cost_usd: r.get(17)?,
             },
         };
-        Ok((facts, r.get::<_, i64>(12)? as u64, same))
+        Ok(OldCopy {
+            facts,
+            end_ns: r.get::<_, i64>(12)? as u64,
+            seq: r.get(19)?,
+            start_ns: r.get::<_, i64>(20)? as u64,
+            same,
+            attr_hashes,
+        })
     })
     .optional()
 }
@@ -815,6 +853,13 @@ fn session_mut<'p>(
     key: &str,
     service: &str,
 ) -> rusqlite::Result<&'p mut SessionState> {
+    // The common case, a session already touched in this transaction, allocates nothing.
+    if pending.sessions.contains_key(key) {
+        return pending
+            .sessions
+            .get_mut(key)
+            .ok_or(rusqlite::Error::QueryReturnedNoRows);
+    }
     let vacant = match pending.sessions.entry(key.to_string()) {
         Entry::Occupied(e) => return Ok(e.into_mut()),
         Entry::Vacant(v) => v,

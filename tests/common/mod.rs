@@ -150,3 +150,42 @@ where
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
+
+/// POSTs an OTLP/JSON `ExportTraceServiceRequest` to the server's OTLP/HTTP `/v1/traces` and checks it
+/// was accepted (stored: aotel answers only after the commit).
+pub async fn post_otlp_json(server: &TestServer, body: &serde_json::Value) {
+    let resp = reqwest::Client::new()
+        .post(server.otlp_http("/v1/traces"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("POST /v1/traces");
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    assert!(
+        status.is_success(),
+        "POST /v1/traces answered {status}: {text}"
+    );
+}
+
+/// GET with optional Accept header: (status, content type, body bytes).
+pub async fn get_raw(
+    server: &TestServer,
+    path: &str,
+    accept: Option<&str>,
+) -> (u16, String, Vec<u8>) {
+    let mut req = reqwest::Client::new().get(server.url(path));
+    if let Some(a) = accept {
+        req = req.header("accept", a);
+    }
+    let resp = req.send().await.expect("GET");
+    let status = resp.status().as_u16();
+    let ctype = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    (status, ctype, resp.bytes().await.expect("body").to_vec())
+}

@@ -1,0 +1,621 @@
+//! Trace search shared by the Jaeger and Tempo APIs: one span condition (Jaeger tags and TraceQL both
+//! become a `traceql::Expr`), narrowed through an index before any span body is decoded.
+//!
+//! How a search runs: the top-level `&&` terms of the condition that map to columns (service, name,
+//! duration, status, kind) become SQL clauses; `key = value` terms on span attributes can use the
+//! attribute index (`store::index`). Each usable access path (attribute index, service index, time
+//! index) is costed by a bounded count over the time range, the cheapest is walked newest first in
+//! chunks, and each candidate that survives the SQL clauses is decoded and checked against the whole
+//! condition. The walk stops once `limit` traces matched, or after `MAX_INSPECTED` candidates (the
+//! answer then says it is incomplete).
+
+use super::traceql::{Cond, Expr, Field, Literal, Op, Scope, SpanRef};
+use crate::model::{InstrumentationScope, Resource, Span};
+use crate::store::index::{attr_hash, indexable};
+use crate::store::StoreError;
+use prost::Message;
+use rusqlite::types::Value as Sql;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// Candidates decoded and checked at most, per search.
+pub const MAX_INSPECTED: usize = 100_000;
+/// Bound of the counts that choose an access path.
+const ESTIMATE_CAP: i64 = 4096;
+pub const MAX_LIMIT: usize = 1500;
+
+/// What to look for. Every field narrows; all conditions hold on one span of a returned trace.
+#[derive(Debug, Clone)]
+pub struct SearchParams {
+    pub service: Option<String>,
+    pub operation: Option<String>,
+    /// Span start at or after (ns since the epoch).
+    pub start_min: Option<i64>,
+    /// Span start at or before (ns since the epoch).
+    pub start_max: Option<i64>,
+    /// Span duration bounds (ns).
+    pub min_duration: Option<i64>,
+    pub max_duration: Option<i64>,
+    /// Whole-trace duration bounds (ns): Tempo's tag search filters traces, not spans, by duration.
+    pub trace_min_duration: Option<i64>,
+    pub trace_max_duration: Option<i64>,
+    pub filter: Expr,
+    /// Traces at most.
+    pub limit: usize,
+    /// Matched spans kept per trace (Tempo's spans per spanset).
+    pub keep_spans: usize,
+}
+
+impl Default for SearchParams {
+    fn default() -> Self {
+        SearchParams {
+            service: None,
+            operation: None,
+            start_min: None,
+            start_max: None,
+            min_duration: None,
+            max_duration: None,
+            trace_min_duration: None,
+            trace_max_duration: None,
+            filter: Expr::True,
+            limit: 20,
+            keep_spans: 3,
+        }
+    }
+}
+
+/// A span that matched, decoded, with what it came with.
+#[derive(Debug, Clone)]
+pub struct Matched {
+    pub span: Span,
+    pub resource: Arc<Resource>,
+    pub scope: Arc<InstrumentationScope>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TraceHit {
+    pub trace_id: Vec<u8>,
+    /// Up to `keep_spans` matching spans, newest first.
+    pub spans: Vec<Matched>,
+    /// Matching spans seen before the search stopped.
+    pub matched: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// Newest matching span first.
+    pub traces: Vec<TraceHit>,
+    pub inspected: usize,
+    /// False when the search stopped at `MAX_INSPECTED` before finding `limit` traces.
+    pub complete: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Path {
+    Attr(i64),
+    Service(String),
+    All,
+}
+
+/// The SQL side of a search: clauses over `spans s` and an optional resource allow-list.
+#[derive(Default)]
+struct Narrowing {
+    clauses: Vec<&'static str>,
+    args: Vec<Sql>,
+    attr_hashes: Vec<i64>,
+    services: Vec<String>,
+    resources: Option<HashSet<i64>>,
+    /// Whether the SQL clauses alone decide the condition (no span body needs decoding).
+    exact: bool,
+    impossible: bool,
+}
+
+fn duration_clause(op: Op) -> Option<&'static str> {
+    Some(match op {
+        Op::Eq => "s.end_ns - s.start_ns = ?",
+        Op::Gt => "s.end_ns - s.start_ns > ?",
+        Op::Ge => "s.end_ns - s.start_ns >= ?",
+        Op::Lt => "s.end_ns - s.start_ns < ?",
+        Op::Le => "s.end_ns - s.start_ns <= ?",
+        Op::Ne => "s.end_ns - s.start_ns != ?",
+        Op::Re | Op::NotRe => return None,
+    })
+}
+
+fn resource_ids(c: &Connection, h: i64) -> rusqlite::Result<HashSet<i64>> {
+    c.prepare_cached("SELECT resource_id FROM resource_attrs WHERE h = ?1")?
+        .query_map([h], |r| r.get(0))?
+        .collect()
+}
+
+fn narrow(c: &Connection, p: &SearchParams) -> rusqlite::Result<Narrowing> {
+    let mut n = Narrowing::default();
+    if let Some(s) = &p.service {
+        n.services.push(s.clone());
+    }
+    if let Some(o) = &p.operation {
+        n.clauses.push("s.name = ?");
+        n.args.push(o.clone().into());
+    }
+    if let Some(d) = p.min_duration {
+        n.clauses.push("s.end_ns - s.start_ns >= ?");
+        n.args.push(d.into());
+    }
+    if let Some(d) = p.max_duration {
+        n.clauses.push("s.end_ns - s.start_ns <= ?");
+        n.args.push(d.into());
+    }
+    let conjuncts = p.filter.conjuncts();
+    let mut exact_terms = 0;
+    for cond in &conjuncts {
+        if narrow_one(c, cond, &mut n)? {
+            exact_terms += 1;
+        }
+    }
+    n.exact = matches!(p.filter, Expr::True) || exact_terms == count_terms(&p.filter);
+    Ok(n)
+}
+
+fn count_terms(e: &Expr) -> usize {
+    match e {
+        Expr::True => 0,
+        Expr::Cmp(_) => 1,
+        Expr::And(a, b) | Expr::Or(a, b) => {
+            count_terms(a) + count_terms(b) + usize::from(matches!(e, Expr::Or(..)))
+        }
+    }
+}
+
+/// Adds what SQL can check of one condition; true when SQL decides it entirely.
+fn narrow_one(c: &Connection, cond: &Cond, n: &mut Narrowing) -> rusqlite::Result<bool> {
+    match (&cond.field, cond.op, &cond.value) {
+        (Field::Name, Op::Eq, Literal::Str(s)) => {
+            n.clauses.push("s.name = ?");
+            n.args.push(s.clone().into());
+            Ok(true)
+        }
+        (Field::Duration, op, Literal::Duration(d)) => match duration_clause(op) {
+            Some(cl) => {
+                n.clauses.push(cl);
+                n.args.push((*d).into());
+                Ok(true)
+            }
+            None => Ok(false),
+        },
+        (Field::Status, Op::Eq, Literal::Status(v)) => {
+            n.clauses.push("s.status = ?");
+            n.args.push((*v).into());
+            Ok(true)
+        }
+        (Field::Status, Op::Ne, Literal::Status(v)) => {
+            n.clauses.push("s.status != ?");
+            n.args.push((*v).into());
+            Ok(true)
+        }
+        (Field::Kind, Op::Eq, Literal::Kind(v)) => {
+            n.clauses.push("s.kind = ?");
+            n.args.push((*v).into());
+            Ok(true)
+        }
+        (Field::Kind, Op::Ne, Literal::Kind(v)) => {
+            n.clauses.push("s.kind != ?");
+            n.args.push((*v).into());
+            Ok(true)
+        }
+        (Field::Attr { scope, key }, Op::Eq, lit) => {
+            if *scope == Scope::Resource && key == "service.name" {
+                if let Literal::Str(s) = lit {
+                    n.services.push(s.clone());
+                }
+            }
+            let Some(text) = lit.index_text().filter(|t| indexable(t)) else {
+                return Ok(false);
+            };
+            let h = attr_hash(key, &text);
+            match scope {
+                Scope::Span => n.attr_hashes.push(h),
+                Scope::Any => {
+                    // Usable only when no resource carries the pair: then a match must be a span attribute.
+                    if resource_ids(c, h)?.is_empty() {
+                        n.attr_hashes.push(h);
+                    }
+                }
+                Scope::Resource => {
+                    let ids = resource_ids(c, h)?;
+                    let allowed = match n.resources.take() {
+                        Some(prev) => prev.intersection(&ids).copied().collect(),
+                        None => ids,
+                    };
+                    n.impossible |= allowed.is_empty();
+                    n.resources = Some(allowed);
+                }
+            }
+            Ok(false)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// A cheap bounded count of a path's rows in the time range.
+fn estimate(c: &Connection, path: &Path, lo: i64, hi: i64) -> rusqlite::Result<i64> {
+    let (sql, key): (&str, Sql) = match path {
+        Path::Attr(h) => (
+            "SELECT COUNT(*) FROM (SELECT 1 FROM span_attrs WHERE h = ?1 AND start_ns BETWEEN ?2 AND ?3 LIMIT ?4)",
+            (*h).into(),
+        ),
+        Path::Service(s) => (
+            "SELECT COUNT(*) FROM (SELECT 1 FROM spans WHERE service = ?1 AND start_ns BETWEEN ?2 AND ?3 LIMIT ?4)",
+            s.clone().into(),
+        ),
+        Path::All => (
+            "SELECT COUNT(*) FROM (SELECT ?1 FROM spans WHERE start_ns BETWEEN ?2 AND ?3 LIMIT ?4)",
+            Sql::Null,
+        ),
+    };
+    c.prepare_cached(sql)?
+        .query_row(params![key, lo, hi, ESTIMATE_CAP], |r| r.get(0))
+}
+
+/// Decoded resources and scopes by id, loaded on first use.
+#[derive(Default)]
+pub struct MetaCache {
+    resources: HashMap<i64, Arc<Resource>>,
+    scopes: HashMap<i64, Arc<InstrumentationScope>>,
+}
+
+impl MetaCache {
+    pub fn resource(&mut self, c: &Connection, id: i64) -> rusqlite::Result<Arc<Resource>> {
+        if let Some(r) = self.resources.get(&id) {
+            return Ok(r.clone());
+        }
+        let body: Option<Vec<u8>> = c
+            .prepare_cached("SELECT body FROM resources WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))
+            .optional()?;
+        let r = Arc::new(
+            body.and_then(|b| Resource::decode(b.as_slice()).ok())
+                .unwrap_or_default(),
+        );
+        self.resources.insert(id, r.clone());
+        Ok(r)
+    }
+
+    pub fn scope(
+        &mut self,
+        c: &Connection,
+        id: i64,
+    ) -> rusqlite::Result<Arc<InstrumentationScope>> {
+        if let Some(s) = self.scopes.get(&id) {
+            return Ok(s.clone());
+        }
+        let body: Option<Vec<u8>> = c
+            .prepare_cached("SELECT body FROM scopes WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))
+            .optional()?;
+        let s = Arc::new(
+            body.and_then(|b| InstrumentationScope::decode(b.as_slice()).ok())
+                .unwrap_or_default(),
+        );
+        self.scopes.insert(id, s.clone());
+        Ok(s)
+    }
+}
+
+struct Candidate {
+    seq: i64,
+    trace_id: Vec<u8>,
+    start_ns: i64,
+    resource_id: i64,
+    scope_id: i64,
+}
+
+/// Runs a search on a read connection.
+pub fn search(c: &Connection, p: &SearchParams) -> Result<Outcome, StoreError> {
+    let limit = p.limit.clamp(1, MAX_LIMIT);
+    let lo = p.start_min.unwrap_or(i64::MIN);
+    let hi = p.start_max.unwrap_or(i64::MAX);
+    let mut out = Outcome {
+        complete: true,
+        ..Outcome::default()
+    };
+    if lo > hi {
+        return Ok(out);
+    }
+    let mut n = narrow(c, p)?;
+    if n.impossible {
+        return Ok(out);
+    }
+    n.services.sort();
+    n.services.dedup();
+    if n.services.len() > 1 {
+        return Ok(out);
+    }
+
+    let mut paths: Vec<Path> = n.attr_hashes.iter().map(|h| Path::Attr(*h)).collect();
+    paths.extend(n.services.iter().map(|s| Path::Service(s.clone())));
+    paths.push(Path::All);
+    let mut best: Option<(i64, Path)> = None;
+    for path in paths {
+        let est = estimate(c, &path, lo, hi)?;
+        if est == 0 {
+            // Every path is exact: no row on one means no match at all.
+            return Ok(out);
+        }
+        if best.as_ref().is_none_or(|(b, _)| est < *b) {
+            best = Some((est, path));
+        }
+    }
+    let Some((_, path)) = best else {
+        return Ok(out);
+    };
+
+    let mut clauses: Vec<String> = n.clauses.iter().map(|s| s.to_string()).collect();
+    let mut args = n.args.clone();
+    if let Some(s) = n.services.first() {
+        clauses.push("s.service = ?".into());
+        args.push(s.clone().into());
+    }
+    let (from, order_start, order_seq, path_arg): (&str, &str, &str, Option<Sql>) = match &path {
+        Path::Attr(h) => (
+            "span_attrs i JOIN spans s ON s.seq = i.seq WHERE i.h = ? AND",
+            "i.start_ns",
+            "i.seq",
+            Some((*h).into()),
+        ),
+        Path::Service(s) => (
+            "spans s WHERE s.service = ? AND",
+            "s.start_ns",
+            "s.seq",
+            Some(s.clone().into()),
+        ),
+        Path::All => ("spans s WHERE", "s.start_ns", "s.seq", None),
+    };
+    let extra = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!(" AND {}", clauses.join(" AND "))
+    };
+    let sql = format!(
+        "SELECT s.seq, s.trace_id, {order_start}, s.resource_id, s.scope_id FROM {from} \
+         {order_start} >= ? AND ({order_start}, {order_seq}) < (?, ?){extra} \
+         ORDER BY {order_start} DESC, {order_seq} DESC LIMIT ?"
+    );
+    let mut stmt = c.prepare(&sql)?;
+    let mut body_stmt = c.prepare_cached("SELECT body FROM spans WHERE seq = ?1")?;
+    let mut meta = MetaCache::default();
+    let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
+    let mut rejected: HashSet<Vec<u8>> = HashSet::new();
+    let mut cursor = (hi, i64::MAX);
+    let mut chunk: i64 = 256;
+    'scan: loop {
+        let mut bind: Vec<Sql> = Vec::with_capacity(args.len() + 5);
+        bind.extend(path_arg.clone());
+        bind.push(lo.into());
+        bind.push(cursor.0.into());
+        bind.push(cursor.1.into());
+        bind.extend(args.iter().cloned());
+        bind.push(chunk.into());
+        // `start_ns <= hi` is folded into the cursor: (start, seq) < (hi, MAX) admits start == hi.
+        let rows: Vec<Candidate> = stmt
+            .query_map(params_from_iter(bind.iter()), |r| {
+                Ok(Candidate {
+                    seq: r.get(0)?,
+                    trace_id: r.get(1)?,
+                    start_ns: r.get(2)?,
+                    resource_id: r.get(3)?,
+                    scope_id: r.get(4)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let exhausted = (rows.len() as i64) < chunk;
+        for cand in rows {
+            cursor = (cand.start_ns, cand.seq);
+            if rejected.contains(&cand.trace_id) {
+                continue;
+            }
+            if let Some(allowed) = &n.resources {
+                if !allowed.contains(&cand.resource_id) {
+                    continue;
+                }
+            }
+            let known = index.get(&cand.trace_id).copied();
+            let wants_span = known.is_none_or(|i| out.traces[i].spans.len() < p.keep_spans);
+            if n.exact && !wants_span {
+                if let Some(i) = known {
+                    out.traces[i].matched += 1;
+                }
+                continue;
+            }
+            if out.inspected >= MAX_INSPECTED {
+                out.complete = false;
+                break 'scan;
+            }
+            out.inspected += 1;
+            let body: Vec<u8> = body_stmt.query_row([cand.seq], |r| r.get(0))?;
+            let Ok(span) = Span::decode(body.as_slice()) else {
+                continue;
+            };
+            let resource = meta.resource(c, cand.resource_id)?;
+            let scope = meta.scope(c, cand.scope_id)?;
+            let view = SpanRef {
+                span: &span,
+                resource: &resource,
+                scope: &scope,
+            };
+            if !n.exact && !p.filter.matches(&view) {
+                continue;
+            }
+            let i = match known {
+                Some(i) => i,
+                None => {
+                    if (p.trace_min_duration.is_some() || p.trace_max_duration.is_some())
+                        && !trace_duration_ok(c, &cand.trace_id, p)?
+                    {
+                        rejected.insert(cand.trace_id);
+                        continue;
+                    }
+                    out.traces.push(TraceHit {
+                        trace_id: cand.trace_id.clone(),
+                        spans: Vec::new(),
+                        matched: 0,
+                    });
+                    index.insert(cand.trace_id, out.traces.len() - 1);
+                    out.traces.len() - 1
+                }
+            };
+            let hit = &mut out.traces[i];
+            hit.matched += 1;
+            if hit.spans.len() < p.keep_spans {
+                hit.spans.push(Matched {
+                    span,
+                    resource,
+                    scope,
+                });
+            }
+            if out.traces.len() >= limit {
+                break 'scan;
+            }
+        }
+        if exhausted {
+            break;
+        }
+        chunk = (chunk * 4).min(8192);
+    }
+    Ok(out)
+}
+
+fn trace_duration_ok(c: &Connection, trace_id: &[u8], p: &SearchParams) -> rusqlite::Result<bool> {
+    let (lo, hi): (Option<i64>, Option<i64>) = c
+        .prepare_cached("SELECT MIN(start_ns), MAX(end_ns) FROM spans WHERE trace_id = ?1")?
+        .query_row([trace_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let d = hi.unwrap_or(0).saturating_sub(lo.unwrap_or(0));
+    Ok(p.trace_min_duration.is_none_or(|m| d >= m) && p.trace_max_duration.is_none_or(|m| d <= m))
+}
+
+/// What a search-results row shows of a trace, computed from the store's columns.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub root_service: Option<String>,
+    pub root_name: Option<String>,
+    pub start_ns: i64,
+    pub end_ns: i64,
+    pub spans: i64,
+    pub errors: i64,
+    pub orphans: i64,
+    /// (service, spans, error spans), by name.
+    pub services: Vec<(String, i64, i64)>,
+}
+
+pub fn summary(c: &Connection, trace_id: &[u8]) -> rusqlite::Result<Summary> {
+    let mut s = Summary::default();
+    let (lo, hi, count): (Option<i64>, Option<i64>, i64) = c
+        .prepare_cached(
+            "SELECT MIN(start_ns), MAX(end_ns), COUNT(*) FROM spans WHERE trace_id = ?1",
+        )?
+        .query_row([trace_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    s.start_ns = lo.unwrap_or(0);
+    s.end_ns = hi.unwrap_or(0).max(s.start_ns);
+    s.spans = count;
+    if let Some((service, name)) = c
+        .prepare_cached(
+            "SELECT service, name FROM spans WHERE trace_id = ?1 AND parent_span_id IS NULL ORDER BY start_ns, seq LIMIT 1",
+        )?
+        .query_row([trace_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .optional()?
+    {
+        s.root_service = Some(service);
+        s.root_name = Some(name);
+    }
+    s.services = c
+        .prepare_cached(
+            "SELECT service, COUNT(*), SUM(status = 2) FROM spans WHERE trace_id = ?1 GROUP BY service ORDER BY service",
+        )?
+        .query_map([trace_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    s.errors = s.services.iter().map(|x| x.2).sum();
+    s.orphans = c
+        .prepare_cached(
+            "SELECT COUNT(*) FROM spans c WHERE c.trace_id = ?1 AND c.parent_span_id IS NOT NULL
+             AND NOT EXISTS (SELECT 1 FROM spans p WHERE p.trace_id = ?1 AND p.span_id = c.parent_span_id)",
+        )?
+        .query_row([trace_id], |r| r.get(0))?;
+    Ok(s)
+}
+
+/// Services, from the operations catalogue (no span scan).
+pub fn services(c: &Connection) -> rusqlite::Result<Vec<String>> {
+    c.prepare_cached("SELECT DISTINCT service FROM operations ORDER BY service")?
+        .query_map([], |r| r.get(0))?
+        .collect()
+}
+
+/// (name, OTLP kind) of a service's operations, optionally of one kind.
+pub fn operations(
+    c: &Connection,
+    service: &str,
+    kind: Option<i32>,
+) -> rusqlite::Result<Vec<(String, i32)>> {
+    c.prepare_cached(
+        "SELECT name, kind FROM operations WHERE service = ?1 AND (?2 IS NULL OR kind = ?2) ORDER BY name, kind",
+    )?
+    .query_map(params![service, kind], |r| Ok((r.get(0)?, r.get(1)?)))?
+    .collect()
+}
+
+/// Spans starting in the range whose parent belongs to another service, counted by (parent, child).
+/// Bounded: at most `MAX_INSPECTED` spans are looked at, newest first.
+pub fn dependencies(
+    c: &Connection,
+    lo: i64,
+    hi: i64,
+) -> rusqlite::Result<Vec<(String, String, i64)>> {
+    c.prepare_cached(
+        "SELECT p.service, k.service, COUNT(*) FROM
+            (SELECT trace_id, parent_span_id, service FROM spans
+             WHERE start_ns BETWEEN ?1 AND ?2 AND parent_span_id IS NOT NULL
+             ORDER BY start_ns DESC LIMIT ?3) k
+         JOIN spans p ON p.trace_id = k.trace_id AND p.span_id = k.parent_span_id
+         WHERE p.service != k.service
+         GROUP BY p.service, k.service ORDER BY p.service, k.service",
+    )?
+    .query_map(params![lo, hi, MAX_INSPECTED as i64], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })?
+    .collect()
+}
+
+/// The newest spans of a time range, decoded: where tag names and values are read from.
+pub fn recent(c: &Connection, lo: i64, hi: i64, n: usize) -> Result<Vec<Matched>, StoreError> {
+    let rows: Vec<(Vec<u8>, i64, i64)> = c
+        .prepare_cached(
+            "SELECT body, resource_id, scope_id FROM spans WHERE start_ns BETWEEN ?1 AND ?2
+             ORDER BY start_ns DESC LIMIT ?3",
+        )?
+        .query_map(params![lo, hi, n as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut meta = MetaCache::default();
+    let mut out = Vec::with_capacity(rows.len());
+    for (body, rid, sid) in rows {
+        if let Ok(span) = Span::decode(body.as_slice()) {
+            out.push(Matched {
+                span,
+                resource: meta.resource(c, rid)?,
+                scope: meta.scope(c, sid)?,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// A trace id from its hex form: up to 32 digits, left-padded (Jaeger and Tempo both accept short ids).
+pub fn parse_trace_id(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim();
+    if s.is_empty() || s.len() > 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let padded = format!("{s:0>32}");
+    crate::model::ids::from_hex(&padded, 16)
+}

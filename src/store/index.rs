@@ -1,0 +1,184 @@
+//! The attribute index: which spans (and resources) carry a given `key = value`, so tag and TraceQL
+//! searches can find rare attributes without decoding span bodies.
+//!
+//! Each row holds a 64-bit hash of the key and the value's text form, not the text itself: rows stay
+//! small (three integers), and a search re-checks every candidate on the decoded span, so a hash
+//! collision costs a wasted decode, never a wrong answer. Only short scalar values are indexed (long
+//! prompts and tool outputs are never searched for by equality); `indexable` tells the query side
+//! whether a value it looks for can be in the index at all.
+
+use crate::model::{any_value::Value, KeyValue, Resource, Span};
+use prost::Message;
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+/// Values whose text form is longer than this are not indexed: ids, names, models and statuses fit;
+/// prompts, arguments and outputs are found by scanning, and indexing them would double ingest cost.
+pub const MAX_INDEXED_VALUE: usize = 64;
+/// At most this many attributes of one span are indexed (in order); the rest are found by scanning.
+pub const MAX_INDEXED_PER_SPAN: usize = 64;
+
+const BACKFILL_KEY: &str = "span_attrs_backfill";
+const BACKFILL_CHUNK: i64 = 5_000;
+
+/// FNV-1a over `key`, a separator and `value`. Stored in the database, so it must never change.
+pub fn attr_hash(key: &str, value: &str) -> i64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut h = OFFSET;
+    for b in key
+        .bytes()
+        .chain(std::iter::once(0xff))
+        .chain(value.bytes())
+    {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(PRIME);
+    }
+    h as i64
+}
+
+/// The text form a value is indexed (and compared by Jaeger tag searches) under; None for arrays,
+/// maps and bytes, which are not indexed.
+pub fn value_text(v: &Value) -> Option<std::borrow::Cow<'_, str>> {
+    use std::borrow::Cow;
+    match v {
+        Value::StringValue(s) => Some(Cow::Borrowed(s.as_str())),
+        Value::BoolValue(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
+        Value::IntValue(i) => Some(Cow::Owned(i.to_string())),
+        Value::DoubleValue(d) => Some(Cow::Owned(d.to_string())),
+        _ => None,
+    }
+}
+
+/// Whether a `key = text` pair would have been indexed if a span carried it.
+pub fn indexable(text: &str) -> bool {
+    text.len() <= MAX_INDEXED_VALUE
+}
+
+/// The index hashes of a span's or resource's attributes; computed where the batch is prepared.
+pub fn hashes(attrs: &[KeyValue]) -> impl Iterator<Item = i64> + '_ {
+    attrs.iter().take(MAX_INDEXED_PER_SPAN).filter_map(|kv| {
+        let text = value_text(kv.value.as_ref()?.value.as_ref()?)?;
+        indexable(&text).then(|| attr_hash(&kv.key, &text))
+    })
+}
+
+/// Adds the index rows of a span just stored under `seq`.
+pub fn index_span(tx: &Transaction, seq: i64, span: &Span) -> rusqlite::Result<()> {
+    let hashes: Vec<i64> = hashes(&span.attributes).collect();
+    index_hashes(tx, seq, span.start_time_unix_nano, &hashes)
+}
+
+/// Adds index rows from hashes computed beforehand.
+pub fn index_hashes(
+    tx: &Transaction,
+    seq: i64,
+    start_ns: u64,
+    hashes: &[i64],
+) -> rusqlite::Result<()> {
+    let mut stmt = tx
+        .prepare_cached("INSERT OR IGNORE INTO span_attrs(h, start_ns, seq) VALUES (?1, ?2, ?3)")?;
+    for h in hashes {
+        stmt.execute(params![h, start_ns as i64, seq])?;
+    }
+    Ok(())
+}
+
+/// Removes the rows of the copy of a span that a newer copy replaced.
+pub fn unindex_span(tx: &Transaction, seq: i64, body: &[u8]) -> rusqlite::Result<()> {
+    let Ok(span) = Span::decode(body) else {
+        return Ok(());
+    };
+    let start = span.start_time_unix_nano as i64;
+    let mut stmt =
+        tx.prepare_cached("DELETE FROM span_attrs WHERE h = ?1 AND start_ns = ?2 AND seq = ?3")?;
+    for h in hashes(&span.attributes) {
+        stmt.execute(params![h, start, seq])?;
+    }
+    Ok(())
+}
+
+/// Adds the index rows of an interned resource (idempotent).
+pub fn index_resource(tx: &Transaction, id: i64, resource: &Resource) -> rusqlite::Result<()> {
+    let mut stmt =
+        tx.prepare_cached("INSERT OR IGNORE INTO resource_attrs(h, resource_id) VALUES (?1, ?2)")?;
+    for h in hashes(&resource.attributes) {
+        stmt.execute(params![h, id])?;
+    }
+    Ok(())
+}
+
+/// Indexes spans and resources stored before the index existed (a database migrated to schema 3).
+/// Runs once, at open, before the writer starts; a crash midway resumes where it stopped.
+pub fn backfill(conn: &mut Connection) -> rusqlite::Result<()> {
+    let pending: Option<i64> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = ?1",
+            [BACKFILL_KEY],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(mut upto) = pending else {
+        return Ok(());
+    };
+    tracing::info!(
+        spans_up_to_seq = upto,
+        "indexing span attributes of existing data"
+    );
+    {
+        let tx = conn.transaction()?;
+        let rows: Vec<(i64, Vec<u8>)> = tx
+            .prepare("SELECT id, body FROM resources")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        for (id, body) in rows {
+            if let Ok(resource) = Resource::decode(body.as_slice()) {
+                index_resource(&tx, id, &resource)?;
+            }
+        }
+        tx.commit()?;
+    }
+    // Newest first, so a search over recent data is right as soon as possible after an interruption.
+    while upto > 0 {
+        let tx = conn.transaction()?;
+        let rows: Vec<(i64, Vec<u8>)> = tx
+            .prepare("SELECT seq, body FROM spans WHERE seq <= ?1 AND seq > ?2 ORDER BY seq DESC")?
+            .query_map(params![upto, upto - BACKFILL_CHUNK], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        for (seq, body) in rows {
+            if let Ok(span) = Span::decode(body.as_slice()) {
+                index_span(&tx, seq, &span)?;
+            }
+        }
+        upto -= BACKFILL_CHUNK;
+        if upto > 0 {
+            tx.execute(
+                "UPDATE meta SET value = ?2 WHERE key = ?1",
+                params![BACKFILL_KEY, upto],
+            )?;
+        } else {
+            tx.execute("DELETE FROM meta WHERE key = ?1", [BACKFILL_KEY])?;
+        }
+        tx.commit()?;
+    }
+    tracing::info!("span attribute index complete");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_is_stable_and_separates_key_from_value() {
+        // Stored on disk: a change here would silently break every existing index.
+        assert_eq!(attr_hash("a", "b"), attr_hash("a", "b"));
+        assert_ne!(attr_hash("ab", ""), attr_hash("a", "b"));
+        assert_eq!(attr_hash("gen_ai.tool.name", "Bash"), -4061494277852450368);
+        assert_eq!(value_text(&Value::IntValue(200)).as_deref(), Some("200"));
+        assert_eq!(value_text(&Value::DoubleValue(2.0)).as_deref(), Some("2"));
+        assert_eq!(value_text(&Value::BoolValue(true)).as_deref(), Some("true"));
+        assert!(value_text(&Value::BytesValue(vec![1])).is_none());
+    }
+}
