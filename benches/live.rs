@@ -109,58 +109,128 @@ async fn export(client: &reqwest::Client, http: SocketAddr, body: Vec<u8>) -> bo
     }
 }
 
+/// Set in the child process that runs the WebSocket clients: the API address to connect to.
+const CLIENTS_ENV: &str = "AOTEL_LIVE_BENCH_CLIENTS";
+
+/// The 50 idle and 5 stalled clients run in a child process (this same benchmark binary), so that the
+/// server's CPU time can be measured apart from the clients' own.
 struct Clients {
-    idle_messages: Arc<std::sync::atomic::AtomicU64>,
-    _stalled: Vec<
-        tokio_tungstenite::WebSocketStream<
-            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-        >,
-    >,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    child: std::process::Child,
+    out: Option<std::io::BufReader<std::process::ChildStdout>>,
+    /// CPU seconds the client process had used once connected.
+    ready_cpu: f64,
+}
+
+impl Clients {
+    async fn start(api: SocketAddr) -> Clients {
+        use std::io::BufRead;
+        let exe = std::env::current_exe().expect("benchmark binary");
+        let mut child = std::process::Command::new(exe)
+            .env(CLIENTS_ENV, api.to_string())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the client process");
+        let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let out = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            out.read_line(&mut line).expect("client process output");
+            let cpu = line
+                .strip_prefix("ready ")
+                .map(|c| c.trim().parse().unwrap_or(0.0));
+            (out, cpu.expect("client process did not connect"))
+        })
+        .await
+        .expect("join");
+        let (out, ready_cpu) = out;
+        Clients {
+            child,
+            out: Some(out),
+            ready_cpu,
+        }
+    }
+
+    /// Stops the clients: (messages the idle clients received, CPU seconds the client process used
+    /// since it was ready).
+    async fn finish(mut self) -> (u64, f64) {
+        use std::io::{BufRead, Write};
+        if let Some(mut stdin) = self.child.stdin.take() {
+            let _ = stdin.write_all(b"stop\n");
+        }
+        let Some(mut out) = self.out.take() else {
+            return (0, 0.0);
+        };
+        let line = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            let _ = out.read_line(&mut line);
+            line
+        })
+        .await
+        .unwrap_or_default();
+        let _ = self.child.wait();
+        let mut parts = line.split_whitespace();
+        let messages = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        let cpu: f64 = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        (messages, (cpu - self.ready_cpu).max(0.0))
+    }
 }
 
 impl Drop for Clients {
     fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
-/// 50 clients that read everything (open pages nobody touches) and 5 that never read a byte (pages
-/// whose tab froze), all on the page's default subscription.
-async fn connect_clients(api: SocketAddr) -> Clients {
-    let idle_messages = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..IDLE {
-        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{api}/ws"))
+/// The child process: 50 clients that read everything (open pages nobody touches) and 5 that never
+/// read a byte (pages whose tab froze), all on the page's default subscription. Prints `ready`, then,
+/// when told to stop on stdin, the message count and its CPU seconds.
+fn client_process(api: SocketAddr) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let messages = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        for _ in 0..IDLE {
+            let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{api}/ws"))
+                .await
+                .expect("idle client connects");
+            let count = messages.clone();
+            tokio::spawn(async move {
+                while let Some(Ok(_)) = ws.next().await {
+                    count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+        let mut stalled = Vec::new();
+        for _ in 0..STALLED {
+            let socket = TcpSocket::new_v4().expect("socket");
+            socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+            let tcp = socket.connect(api).await.expect("connect");
+            let (ws, _) = tokio_tungstenite::client_async(
+                format!("ws://{api}/ws"),
+                tokio_tungstenite::MaybeTlsStream::Plain(tcp),
+            )
             .await
-            .expect("idle client connects");
-        let count = idle_messages.clone();
-        tasks.push(tokio::spawn(async move {
-            while let Some(Ok(_)) = ws.next().await {
-                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-        }));
-    }
-    let mut stalled = Vec::new();
-    for _ in 0..STALLED {
-        let socket = TcpSocket::new_v4().expect("socket");
-        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
-        let tcp = socket.connect(api).await.expect("connect");
-        let (ws, _) = tokio_tungstenite::client_async(
-            format!("ws://{api}/ws"),
-            tokio_tungstenite::MaybeTlsStream::Plain(tcp),
-        )
-        .await
-        .expect("stalled client handshake");
-        stalled.push(ws);
-    }
-    Clients {
-        idle_messages,
-        _stalled: stalled,
-        tasks,
-    }
+            .expect("stalled client handshake");
+            stalled.push(ws);
+        }
+        // Let every client take its snapshot before the clock starts.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        println!("ready {}", cpu_secs().unwrap_or(0.0));
+        let _ = tokio::task::spawn_blocking(|| {
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+        })
+        .await;
+        println!(
+            "{} {}",
+            messages.load(std::sync::atomic::Ordering::Relaxed),
+            cpu_secs().unwrap_or(0.0)
+        );
+        drop(stalled);
+    });
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -185,7 +255,7 @@ async fn latency(rate: usize, per: usize) {
         (any, any, any),
     )
     .await;
-    let clients = connect_clients(server.api).await;
+    let clients = Clients::start(server.api).await;
 
     let arrivals: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let (mut probe, _) =
@@ -290,13 +360,8 @@ async fn latency(rate: usize, per: usize) {
         acks.len(),
         before_ack
     );
-    println!(
-        "         idle clients received {} messages in total",
-        clients
-            .idle_messages
-            .load(std::sync::atomic::Ordering::Relaxed)
-    );
-    drop(clients);
+    let (messages, _) = clients.finish().await;
+    println!("         idle clients received {messages} messages in total");
     server.stop().await;
 }
 
@@ -310,8 +375,8 @@ fn cpu_secs() -> Option<f64> {
 }
 
 /// Exports INGEST_SPANS spans as fast as INGEST_CONCURRENCY exporters can: (spans/s, CPU µs per span
-/// for the whole process: server, exporters and WebSocket clients).
-async fn ingest(with_clients: bool) -> (f64, f64) {
+/// of this process (server and exporters), CPU µs per span of the client process).
+async fn ingest(with_clients: bool) -> (f64, f64, f64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let any: SocketAddr = ([127, 0, 0, 1], 0).into();
     let server = Server::start(
@@ -320,9 +385,7 @@ async fn ingest(with_clients: bool) -> (f64, f64) {
     )
     .await;
     let clients = if with_clients {
-        let c = connect_clients(server.api).await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        Some(c)
+        Some(Clients::start(server.api).await)
     } else {
         None
     };
@@ -359,12 +422,19 @@ async fn ingest(with_clients: bool) -> (f64, f64) {
     }
     let rate = INGEST_SPANS as f64 / started.elapsed().as_secs_f64();
     let cpu = (cpu_secs().unwrap_or(0.0) - cpu0) / INGEST_SPANS as f64 * 1e6;
-    drop(clients);
+    let client_cpu = match clients {
+        Some(c) => c.finish().await.1 / INGEST_SPANS as f64 * 1e6,
+        None => 0.0,
+    };
     server.stop().await;
-    (rate, cpu)
+    (rate, cpu, client_cpu)
 }
 
 fn main() {
+    if let Some(api) = std::env::var(CLIENTS_ENV).ok().and_then(|a| a.parse().ok()) {
+        client_process(api);
+        return;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -383,21 +453,32 @@ fn main() {
             none.push(ingest(false).await);
             with.push(ingest(true).await);
         }
-        let best = |v: &[(f64, f64)]| v.iter().map(|r| r.0).fold(0.0, f64::max);
-        let median_cpu = |v: &[(f64, f64)]| {
-            let mut c: Vec<f64> = v.iter().map(|r| r.1).collect();
+        let best = |v: &[(f64, f64, f64)]| v.iter().map(|r| r.0).fold(0.0, f64::max);
+        let median = |v: &[(f64, f64, f64)], f: fn(&(f64, f64, f64)) -> f64| {
+            let mut c: Vec<f64> = v.iter().map(f).collect();
             c.sort_by(f64::total_cmp);
             c[c.len() / 2]
         };
         let (n, w) = (best(&none), best(&with));
-        let (cn, cw) = (median_cpu(&none), median_cpu(&with));
-        println!("  no clients:                  {n:>9.0} spans/s, {cn:.2} CPU µs/span  (rounds: {})", fmt_rounds(&none));
-        println!("  {IDLE} idle + {STALLED} stalled clients: {w:>9.0} spans/s, {cw:.2} CPU µs/span  (rounds: {})", fmt_rounds(&with));
-        println!("  ratio with/without: {:.3} by rate (best round); {:.3} by CPU per span (median; the clients run in this process too)", w / n, cn / cw);
+        let (cn, cw) = (median(&none, |r| r.1), median(&with, |r| r.1));
+        let clients_cpu = median(&with, |r| r.2);
+        println!(
+            "  no clients:                    {n:>7.0} spans/s; aotel + exporters {cn:.2} CPU µs/span  (rounds: {})",
+            fmt_rounds(&none)
+        );
+        println!(
+            "  {IDLE} idle + {STALLED} stalled clients:   {w:>7.0} spans/s; aotel + exporters {cw:.2} CPU µs/span, the client process {clients_cpu:.2}  (rounds: {})",
+            fmt_rounds(&with)
+        );
+        println!(
+            "  ratio with/without: {:.3} by rate (best rounds); {:.3} by aotel's CPU per span (medians)",
+            w / n,
+            cn / cw
+        );
     });
 }
 
-fn fmt_rounds(v: &[(f64, f64)]) -> String {
+fn fmt_rounds(v: &[(f64, f64, f64)]) -> String {
     v.iter()
         .map(|r| format!("{:.0}", r.0))
         .collect::<Vec<_>>()

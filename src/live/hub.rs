@@ -17,6 +17,10 @@ use tokio::sync::{watch, Notify};
 #[derive(Debug, Clone)]
 pub enum Frame {
     Delta(Arc<DeltaFrame>),
+    /// The commits up to this watermark could not be turned into an update for this topic (they were
+    /// stored without span summaries, see `Committed::complete`): a client whose snapshot predates them
+    /// re-reads the store.
+    Refresh(Watermark),
     /// The hub itself fell behind the writer and lost `missed` commits: resnapshot.
     Resync {
         missed: u64,
@@ -28,33 +32,32 @@ pub enum Frame {
 pub struct DeltaFrame {
     /// The `delta` message; None when only `unmatched` has news.
     pub text: Option<Utf8Bytes>,
-    /// The highest span and log sequence numbers of the commit, so a client can skip what its
-    /// snapshot already showed.
-    pub spans_upto: Option<i64>,
-    pub logs_upto: Option<i64>,
+    /// How far the store had got with these commits, so a client can skip what its snapshot showed.
+    pub upto: Watermark,
     /// For filtered topics: keys of sessions in `text`, and of touched sessions that do not match. Each
     /// client turns the latter into `removed` for the sessions it was shown (a per-client, rare step).
     pub matched: Vec<String>,
     pub unmatched: Vec<String>,
 }
 
-/// How far the store had got when a snapshot was read.
+/// How far the store had got (highest span and log sequence numbers).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Watermark {
     pub spans: i64,
     pub logs: i64,
 }
 
-impl DeltaFrame {
-    /// Whether a snapshot taken at `mark` already contains this commit.
-    pub fn covered_by(&self, mark: Watermark) -> bool {
-        self.spans_upto.is_none_or(|s| s <= mark.spans)
-            && self.logs_upto.is_none_or(|l| l <= mark.logs)
+impl Watermark {
+    /// Whether a snapshot read at `mark` already contains everything up to `self`.
+    pub fn covered_by(self, mark: Watermark) -> bool {
+        self.spans <= mark.spans && self.logs <= mark.logs
     }
 }
 
 /// Most commits merged into one update.
 const MAX_MERGE: usize = 1024;
+/// However many clients watch, an update waits at most this long for the next one to join it.
+const MAX_INTERVAL: Duration = Duration::from_millis(250);
 
 #[derive(Clone)]
 pub struct Hub {
@@ -119,11 +122,27 @@ impl Hub {
             self.inner.wake.notify_one();
         }
         let queue = self.inner.opts.client_queue.max(1);
-        state
+        let rx = state
             .topics
             .entry(topic.clone())
             .or_insert_with(|| broadcast::channel(queue).0)
-            .subscribe()
+            .subscribe();
+        self.want_spans(&state);
+        rx
+    }
+
+    /// Span summaries cost every export some CPU: ask the writer for them only while a topic shows
+    /// spans. Commits prepared before the switch arrive incomplete and become `Refresh` frames.
+    fn want_spans(&self, state: &State) {
+        let wanted = state.topics.keys().any(Topic::shows_spans);
+        self.inner.writer.want_live_spans(wanted);
+    }
+
+    /// The least time between two updates: enough that all clients together get at most `fanout_rate`
+    /// messages per second.
+    fn interval(&self) -> Duration {
+        let rate = self.inner.opts.fanout_rate.max(1) as f64;
+        Duration::from_secs_f64(self.clients() as f64 / rate).min(MAX_INTERVAL)
     }
 
     /// Clients connected, counted per topic subscription.
@@ -168,9 +187,9 @@ impl Hub {
                     Err(RecvError::Closed) => return,
                 }
                 // The first change after a quiet spell goes out at once; under load, commits that arrive
-                // within `min_interval` of the last update are merged into the next one, so clients get
-                // fewer, larger messages and fan-out stays cheap.
-                if let Some(at) = last_publish.map(|t| t + self.inner.opts.min_interval) {
+                // within the fan-out interval of the last update are merged into the next one, so the
+                // socket writes per second stay bounded however many clients watch.
+                if let Some(at) = last_publish.map(|t| t + self.interval()) {
                     if at > Instant::now() {
                         tokio::select! {
                             _ = tokio::time::sleep_until(at.into()) => {}
@@ -208,7 +227,11 @@ impl Hub {
     /// drops its writer subscription.
     fn topics(&self) -> Option<Vec<(Topic, broadcast::Sender<Frame>)>> {
         let mut state = self.state();
+        let before = state.topics.len();
         state.topics.retain(|_, tx| tx.receiver_count() > 0);
+        if state.topics.len() != before {
+            self.want_spans(&state);
+        }
         if state.topics.is_empty() {
             state.listening = false;
             state.upstream = None;
@@ -240,7 +263,9 @@ impl Hub {
         };
         let changes = Changes::of(commits);
         for (topic, tx) in topics {
-            if let Some(frame) = delta_for(&topic, &changes) {
+            if topic.shows_spans() && !changes.complete {
+                let _ = tx.send(Frame::Refresh(changes.upto));
+            } else if let Some(frame) = delta_for(&topic, &changes) {
                 let _ = tx.send(Frame::Delta(Arc::new(frame)));
             }
         }
@@ -253,8 +278,8 @@ struct Changes<'a> {
     sessions: Vec<&'a SessionRow>,
     spans: Vec<&'a SpanSummary>,
     logs: Vec<&'a LogSummary>,
-    spans_upto: Option<i64>,
-    logs_upto: Option<i64>,
+    upto: Watermark,
+    complete: bool,
 }
 
 impl<'a> Changes<'a> {
@@ -273,8 +298,11 @@ impl<'a> Changes<'a> {
         let spans: Vec<&SpanSummary> = commits.iter().flat_map(|c| &c.spans).collect();
         let logs: Vec<&LogSummary> = commits.iter().flat_map(|c| &c.logs).collect();
         Changes {
-            spans_upto: spans.iter().map(|s| s.seq).max(),
-            logs_upto: logs.iter().map(|l| l.seq).max(),
+            upto: Watermark {
+                spans: commits.iter().map(|c| c.span_seq).max().unwrap_or(0),
+                logs: commits.iter().map(|c| c.log_seq).max().unwrap_or(0),
+            },
+            complete: commits.iter().all(|c| c.complete),
             sessions,
             spans,
             logs,
@@ -361,8 +389,7 @@ fn delta_for(topic: &Topic, c: &Changes) -> Option<DeltaFrame> {
     };
     Some(DeltaFrame {
         text,
-        spans_upto: c.spans_upto,
-        logs_upto: c.logs_upto,
+        upto: c.upto,
         matched,
         unmatched,
     })
@@ -371,4 +398,122 @@ fn delta_for(topic: &Topic, c: &Changes) -> Option<DeltaFrame> {
 /// Resolves once the hub is closed (or its sender is gone).
 pub async fn until_closed(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|c| *c).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::live::protocol::SessionsFilter;
+    use crate::model::attrs::kv_str;
+    use crate::model::{Batch, ResourceSpans, ScopeSpans, Span};
+
+    fn batch(n: u8) -> Batch {
+        let span = Span {
+            trace_id: vec![n; 16],
+            span_id: vec![n; 8],
+            name: "execute_tool Read".into(),
+            start_time_unix_nano: 1,
+            end_time_unix_nano: 2,
+            attributes: vec![
+                kv_str("gen_ai.operation.name", "execute_tool"),
+                kv_str("gen_ai.conversation.id", "s"),
+            ],
+            ..Default::default()
+        };
+        Batch {
+            spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![span],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            logs: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn span_summaries_are_built_only_when_wanted_and_their_absence_is_flagged() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            crate::store::open(&dir.path().join("t.db"), &Default::default()).expect("open");
+        let mut rx = store.writer.subscribe();
+
+        store.writer.want_live_spans(false);
+        store.writer.write(batch(1), 100).await.expect("write");
+        let c = rx.recv().await.expect("commit");
+        assert!(!c.complete && c.spans.is_empty(), "no summaries asked for");
+        assert_eq!(c.sessions.len(), 1, "session rows are always listed");
+        assert_eq!((c.span_seq, c.log_seq), (1, 0));
+
+        store.writer.want_live_spans(true);
+        store.writer.write(batch(2), 100).await.expect("write");
+        let c = rx.recv().await.expect("commit");
+        assert!(c.complete);
+        assert_eq!(c.spans.len(), 1);
+        assert_eq!(c.spans[0].seq, 2);
+        store.close().await.expect("close");
+    }
+
+    #[tokio::test]
+    async fn incomplete_commits_make_span_topics_refresh_and_others_update() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            crate::store::open(&dir.path().join("t.db"), &Default::default()).expect("open");
+        let hub = Hub::start(store.writer.clone(), &LiveOptions::default());
+        let list = Topic::Sessions {
+            filter: SessionsFilter::default(),
+            spans: false,
+        };
+        let mut list_rx = hub.subscribe(&list);
+        let one = Topic::Session("s".into());
+        let mut one_rx = hub.subscribe(&one);
+        let row = crate::store::SessionRow {
+            key: "s".into(),
+            title: None,
+            agent: None,
+            service: "svc".into(),
+            status: "running".into(),
+            first_unix_nano: "1".into(),
+            last_unix_nano: "2".into(),
+            duration_ms: 0.0,
+            traces: 1,
+            spans: 1,
+            logs: 0,
+            runs: 0,
+            tool_calls: 1,
+            tool_errors: 0,
+            usage: Default::default(),
+            updated_seq: 7,
+        };
+        let commit = Arc::new(Committed {
+            sessions: vec![row],
+            spans: Vec::new(),
+            logs: Vec::new(),
+            span_seq: 7,
+            log_seq: 3,
+            complete: false,
+        });
+        assert!(hub.publish(&[commit]));
+        match list_rx.recv().await.expect("list frame") {
+            Frame::Delta(d) => {
+                assert!(d
+                    .text
+                    .as_deref()
+                    .is_some_and(|t| t.contains("\"key\":\"s\"")));
+                assert_eq!(d.upto, Watermark { spans: 7, logs: 3 });
+            }
+            other => panic!("the session list needs no spans: {other:?}"),
+        }
+        match one_rx.recv().await.expect("session frame") {
+            Frame::Refresh(upto) => {
+                assert_eq!(upto, Watermark { spans: 7, logs: 3 });
+                assert!(upto.covered_by(Watermark { spans: 7, logs: 3 }));
+                assert!(!upto.covered_by(Watermark { spans: 6, logs: 3 }));
+            }
+            other => panic!("a span view must re-read what it could not be sent: {other:?}"),
+        }
+        hub.close();
+        store.close().await.expect("close");
+    }
 }

@@ -26,9 +26,11 @@ pub struct LiveOptions {
     pub client_queue: usize,
     /// A client whose socket accepts no message for this long is disconnected.
     pub send_timeout: Duration,
-    /// Under load, updates go out at most this often per subscription (commits in between are merged);
-    /// after a quiet spell the first change goes out at once.
-    pub min_interval: Duration,
+    /// WebSocket messages per second the hub aims to stay under across all clients. Each message costs
+    /// the server a socket write, so under load commits are merged into fewer updates: with N clients,
+    /// updates go out at most every N / `fanout_rate` seconds (capped at `MAX_INTERVAL`). After a quiet
+    /// spell the first change goes out at once.
+    pub fanout_rate: u32,
     /// Jaeger UI base URL (or a template with `{trace_id}`).
     pub jaeger_url: Option<String>,
     /// Grafana base URL (or a template with `{trace_id}`).
@@ -40,7 +42,7 @@ impl Default for LiveOptions {
         LiveOptions {
             client_queue: 256,
             send_timeout: Duration::from_secs(10),
-            min_interval: Duration::from_millis(10),
+            fanout_rate: 2000,
             jaeger_url: None,
             grafana_url: None,
         }
@@ -77,7 +79,7 @@ impl LiveOptions {
         }
         Ok(LiveOptions {
             client_queue,
-            min_interval: LiveOptions::default().min_interval,
+            fanout_rate: LiveOptions::default().fanout_rate,
             send_timeout: Duration::from_secs_f64(send_timeout_secs),
             jaeger_url: url("--jaeger-url", jaeger_url)?,
             grafana_url: url("--grafana-url", grafana_url)?,

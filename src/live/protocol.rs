@@ -61,6 +61,14 @@ pub enum Topic {
 }
 
 impl Topic {
+    /// Whether updates for this topic carry spans (and so need the writer's span summaries).
+    pub fn shows_spans(&self) -> bool {
+        matches!(
+            self,
+            Topic::Session(_) | Topic::Sessions { spans: true, .. }
+        )
+    }
+
     /// The subscription as messages echo it.
     pub fn describe(&self) -> Value {
         match self {

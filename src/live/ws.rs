@@ -147,8 +147,13 @@ impl Client {
                             mark = self.snapshot(sub).await?;
                         }
                         Ok(Frame::Delta(frame)) => {
-                            if !frame.covered_by(mark) {
+                            if !frame.upto.covered_by(mark) {
                                 self.deliver(&frame).await?;
+                            }
+                        }
+                        Ok(Frame::Refresh(upto)) => {
+                            if !upto.covered_by(mark) {
+                                mark = self.snapshot(sub).await?;
                             }
                         }
                         Err(RecvError::Closed) => return Err(End::Shutdown),

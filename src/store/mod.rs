@@ -216,12 +216,19 @@ impl Drop for Checkpointer {
     }
 }
 
-/// What one commit changed, for the live view. Built only while someone listens.
+/// What one commit changed, for the live view.
 #[derive(Debug, Clone, Serialize)]
 pub struct Committed {
     pub sessions: Vec<SessionRow>,
     pub spans: Vec<SpanSummary>,
     pub logs: Vec<LogSummary>,
+    /// The highest span and log sequence numbers once this commit is in: a reader that has seen both
+    /// has seen the commit.
+    pub span_seq: i64,
+    pub log_seq: i64,
+    /// False when some stored span or log has no summary in `spans`/`logs` (it was prepared before
+    /// anyone listened, or while spans were not wanted): a view of spans must then re-read the store.
+    pub complete: bool,
 }
 
 /// A span as lists and waterfalls show it, without its attributes.
