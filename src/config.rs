@@ -22,6 +22,8 @@ pub struct Config {
     pub tokens: Tokens,
     pub retention: RetentionPolicy,
     pub retention_interval: std::time::Duration,
+    /// The live view: per-client queue, slow-client timeout, links to Jaeger/Grafana.
+    pub live: crate::live::LiveOptions,
 }
 
 impl Config {
@@ -36,6 +38,7 @@ impl Config {
             tokens: Tokens::default(),
             retention: RetentionPolicy::default(),
             retention_interval: std::time::Duration::from_secs(300),
+            live: crate::live::LiveOptions::default(),
         }
     }
 }
@@ -106,6 +109,18 @@ pub struct ServeArgs {
     /// How often the watcher looks for changes, in milliseconds
     #[arg(long, env = "AOTEL_WATCH_POLL_MS", default_value_t = 500)]
     pub watch_poll_ms: u64,
+    /// Jaeger UI base URL; the page links each trace to `{url}/trace/{trace_id}` (or fills `{trace_id}`)
+    #[arg(long, env = "AOTEL_JAEGER_URL")]
+    pub jaeger_url: Option<String>,
+    /// Grafana base URL; the page links each trace to Explore with a Tempo query (or fills `{trace_id}`)
+    #[arg(long, env = "AOTEL_GRAFANA_URL")]
+    pub grafana_url: Option<String>,
+    /// Live-view messages queued per WebSocket client before it misses updates and is resynced
+    #[arg(long, env = "AOTEL_WS_QUEUE", default_value_t = 256)]
+    pub ws_queue: usize,
+    /// Seconds a WebSocket client may take to accept one message before it is disconnected
+    #[arg(long, env = "AOTEL_WS_SEND_TIMEOUT", default_value_t = 10.0)]
+    pub ws_send_timeout: f64,
 }
 
 impl ServeArgs {
@@ -133,6 +148,12 @@ impl ServeArgs {
         if self.max_request_bytes < 1024 {
             return Err("--max-request-bytes must be at least 1024".into());
         }
+        let live = crate::live::LiveOptions::from_args(
+            self.jaeger_url.as_deref(),
+            self.grafana_url.as_deref(),
+            self.ws_queue,
+            self.ws_send_timeout,
+        )?;
         Ok(Config {
             db: self.db.clone().unwrap_or_else(default_db_path),
             store: StoreOptions {
@@ -152,6 +173,7 @@ impl ServeArgs {
             retention_interval: self
                 .retention_interval
                 .max(std::time::Duration::from_secs(1)),
+            live,
         })
     }
 }

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod config;
 pub mod ingest;
+pub mod live;
 pub mod metrics;
 pub mod model;
 pub mod query;
@@ -42,6 +43,7 @@ pub struct AppState {
     pub reader: Reader,
     pub config: std::sync::Arc<Config>,
     pub retention: std::sync::Arc<std::sync::Mutex<store::retention::RetentionStatus>>,
+    pub live: live::Hub,
 }
 
 /// The three sockets aotel serves on, bound by the caller.
@@ -88,6 +90,7 @@ pub fn api_router(state: AppState) -> axum::Router {
     query::api::router()
         .merge(query::metrics::router())
         .merge(query::trace_apis())
+        .merge(live::router())
         .with_state(state.clone())
         .merge(ingest::legacy::router(state))
         .layer(axum::middleware::from_fn(move |req, next| {
@@ -143,7 +146,9 @@ pub async fn run(
     tracing::info!(addr = %http_addr, "OTLP/HTTP listening");
     tracing::info!(addr = %api_addr, url = %format!("http://{api_addr}/"), "API and web page listening");
 
+    let live = live::Hub::start(store.writer.clone(), &config.live);
     let state = AppState {
+        live: live.clone(),
         writer: store.writer.clone(),
         reader: store.reader.clone(),
         config: std::sync::Arc::new(config.clone()),
@@ -163,6 +168,7 @@ pub async fn run(
         shutdown.await;
         tracing::info!("shutting down: no new requests, committing what was accepted");
         let _ = stop_tx.send(true);
+        live.close();
     });
 
     // Each server runs as its own task so the runtime's workers share the load: a future awaited in

@@ -143,6 +143,18 @@ impl Reader {
         self.with(move |c| logs_where(c, "trace_id = ?1 ORDER BY time_ns, seq", [trace_id]))
             .await
     }
+
+    /// One span by its ids.
+    pub async fn span(
+        &self,
+        trace_id: Vec<u8>,
+        span_id: Vec<u8>,
+    ) -> Result<Option<StoredSpan>, StoreError> {
+        self.with(move |c| {
+            Ok(spans_where(c, "trace_id = ?1 AND span_id = ?2", [trace_id, span_id])?.pop())
+        })
+        .await
+    }
 }
 
 const SESSION_COLS: &str = "key, title, agent, service, first_ns, last_ns, updated_seq, counters";
