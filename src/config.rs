@@ -24,6 +24,7 @@ pub struct Config {
     pub retention_interval: std::time::Duration,
     /// The live view: per-client queue, slow-client timeout, links to Jaeger/Grafana.
     pub live: crate::live::LiveOptions,
+    pub forward: crate::forward::ForwardConfig,
 }
 
 impl Config {
@@ -39,6 +40,7 @@ impl Config {
             retention: RetentionPolicy::default(),
             retention_interval: std::time::Duration::from_secs(300),
             live: crate::live::LiveOptions::default(),
+            forward: crate::forward::ForwardConfig::default(),
         }
     }
 }
@@ -121,6 +123,8 @@ pub struct ServeArgs {
     /// Seconds a WebSocket client may take to accept one message before it is disconnected
     #[arg(long, env = "AOTEL_WS_SEND_TIMEOUT", default_value_t = 10.0)]
     pub ws_send_timeout: f64,
+    #[command(flatten)]
+    pub forward: crate::forward::ForwardArgs,
 }
 
 impl ServeArgs {
@@ -174,6 +178,7 @@ impl ServeArgs {
                 .retention_interval
                 .max(std::time::Duration::from_secs(1)),
             live,
+            forward: self.forward.config()?,
         })
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod forward;
 pub mod ingest;
 pub mod live;
 pub mod metrics;
@@ -23,6 +24,8 @@ use tokio::sync::watch;
 pub enum Error {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Forward(#[from] forward::ForwardError),
     #[error("{what} listener failed: {source}")]
     Serve {
         what: &'static str,
@@ -44,6 +47,7 @@ pub struct AppState {
     pub config: std::sync::Arc<Config>,
     pub retention: std::sync::Arc<std::sync::Mutex<store::retention::RetentionStatus>>,
     pub live: live::Hub,
+    pub forward: forward::Forwarders,
 }
 
 /// The three sockets aotel serves on, bound by the caller.
@@ -91,6 +95,7 @@ pub fn api_router(state: AppState) -> axum::Router {
         .merge(query::metrics::router())
         .merge(query::trace_apis())
         .merge(live::router())
+        .merge(forward::api::router())
         .with_state(state.clone())
         .merge(ingest::legacy::router(state))
         .layer(axum::middleware::from_fn(move |req, next| {
@@ -147,6 +152,9 @@ pub async fn run(
     tracing::info!(addr = %api_addr, url = %format!("http://{api_addr}/"), "API and web page listening");
 
     let live = live::Hub::start(store.writer.clone(), &config.live);
+    // Before any listener serves: a new destination's cursor starts at what is stored now.
+    let forwarders =
+        forward::Forwarders::start(&config.forward, &store.writer, &store.reader).await?;
     let state = AppState {
         live: live.clone(),
         writer: store.writer.clone(),
@@ -155,6 +163,7 @@ pub async fn run(
         retention: std::sync::Arc::new(std::sync::Mutex::new(
             store::retention::RetentionStatus::new(&config.retention),
         )),
+        forward: forwarders.clone(),
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -230,6 +239,7 @@ pub async fn run(
         r.map_err(|e| serve_error(what)(Box::new(e)))?
             .map_err(serve_error(what))
     };
+    forwarders.stop().await;
     let closed = store.close().await;
     joined(g.map(|r| r.map_err(|e| e.into())), "OTLP/gRPC")?;
     joined(h.map(|r| r.map_err(|e| e.into())), "OTLP/HTTP")?;

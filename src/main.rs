@@ -25,6 +25,8 @@ enum Command {
     Import(aotel::ingest::import::ImportArgs),
     /// Follow session files as they grow, into the database (use `serve --watch` while a server runs)
     Watch(aotel::ingest::watch::WatchArgs),
+    /// Re-export stored traces and logs to an OTLP destination (e.g. to backfill a new Tempo)
+    Replay(aotel::forward::replay::ReplayArgs),
 }
 
 #[tokio::main]
@@ -59,6 +61,20 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             aotel::ingest::watch::run_cli(&args, shutdown_signal())
                 .await
                 .context("watch failed")?;
+            return Ok(std::process::ExitCode::SUCCESS);
+        }
+        Some(Command::Replay(args)) => {
+            let report = aotel::forward::replay::replay(&args)
+                .await
+                .context("replay failed")?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if report.rejected_batches > 0 {
+                eprintln!(
+                    "{} batches were refused by {}",
+                    report.rejected_batches, args.to
+                );
+                return Ok(std::process::ExitCode::FAILURE);
+            }
             return Ok(std::process::ExitCode::SUCCESS);
         }
         None => cli.serve,

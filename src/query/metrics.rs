@@ -44,6 +44,9 @@ async fn metrics(State(app): State<AppState>) -> Result<Response, super::ApiErro
         .sum();
     samples.push("aotel_database_bytes", "", bytes as f64);
     samples.push("aotel_websocket_clients", "", app.live.clients() as f64);
+    app.forward
+        .collect_metrics(&app.reader, &mut samples)
+        .await?;
 
     let (stats, sessions): StoreRows = app
         .reader

@@ -147,6 +147,39 @@ pub const MIGRATIONS: &[&str] = &[
     INSERT INTO meta(key, value)
         SELECT 'span_attrs_backfill', (SELECT MAX(seq) FROM spans) WHERE EXISTS (SELECT 1 FROM spans);
     "#,
+    // 7: forwarding. `forward_cursors` has one row per configured destination: the highest span and log
+    // seq it has (accepted or dead-lettered). Retention keeps spans above MIN(span_seq). A destination no
+    // longer configured parks its cursors in `forward_destinations` and holds nothing back.
+    r#"
+    CREATE TABLE forward_destinations(
+        id INTEGER PRIMARY KEY,
+        url TEXT NOT NULL UNIQUE,
+        active INTEGER NOT NULL,
+        added_ns INTEGER NOT NULL,
+        seen_ns INTEGER NOT NULL,
+        parked_span_seq INTEGER,
+        parked_log_seq INTEGER
+    );
+    CREATE TABLE forward_cursors(
+        destination INTEGER PRIMARY KEY REFERENCES forward_destinations(id),
+        span_seq INTEGER NOT NULL,
+        log_seq INTEGER NOT NULL,
+        updated_ns INTEGER NOT NULL
+    );
+    CREATE TABLE forward_dead_letters(
+        id INTEGER PRIMARY KEY,
+        destination INTEGER NOT NULL REFERENCES forward_destinations(id),
+        signal TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        first_seq INTEGER NOT NULL,
+        last_seq INTEGER NOT NULL,
+        items INTEGER NOT NULL,
+        rejected INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        at_ns INTEGER NOT NULL
+    );
+    CREATE INDEX forward_dead_letters_by_destination ON forward_dead_letters(destination, id);
+    "#,
 ];
 
 pub fn version(conn: &Connection) -> rusqlite::Result<usize> {

@@ -54,6 +54,27 @@ impl TestServer {
         server
     }
 
+    /// A server on listeners the caller bound (e.g. the same ports again, to bring a downstream back).
+    pub async fn start_bound(config: Config, listeners: Listeners) -> TestServer {
+        let (grpc, http, api) = listeners.addrs();
+        let db = config.db.clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handle = tokio::spawn(aotel::run(config, listeners, async {
+            let _ = stopped.await;
+        }));
+        let server = TestServer {
+            grpc,
+            http,
+            api,
+            db,
+            dir: None,
+            stop: Some(stop),
+            handle: Some(handle),
+        };
+        server.wait_ready().await;
+        server
+    }
+
     async fn wait_ready(&self) {
         let client = reqwest::Client::new();
         for _ in 0..200 {
