@@ -20,6 +20,8 @@ pub struct Config {
     pub watch_interval: std::time::Duration,
     /// Bearer tokens for ingest and for reading; unset means open.
     pub tokens: Tokens,
+    /// Certificate and key (PEM) for TLS on every listener.
+    pub tls: Option<crate::tls::TlsFiles>,
     pub retention: RetentionPolicy,
     pub retention_interval: std::time::Duration,
     /// The live view: per-client queue, slow-client timeout, links to Jaeger/Grafana.
@@ -37,6 +39,7 @@ impl Config {
             watch: Vec::new(),
             watch_interval: std::time::Duration::from_millis(500),
             tokens: Tokens::default(),
+            tls: None,
             retention: RetentionPolicy::default(),
             retention_interval: std::time::Duration::from_secs(300),
             live: crate::live::LiveOptions::default(),
@@ -93,6 +96,12 @@ pub struct ServeArgs {
     /// Token that the page, WebSocket, query APIs and /metrics need (header, cookie or `?token=`)
     #[arg(long, env = "AOTEL_READ_TOKEN", hide_env_values = true)]
     pub read_token: Option<String>,
+    /// Certificate chain (PEM) for TLS on every listener; needs --tls-key
+    #[arg(long, env = "AOTEL_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) for --tls-cert
+    #[arg(long, env = "AOTEL_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Delete sessions whose last activity is older than this (e.g. 30d, 12h); unset keeps everything
     #[arg(long, env = "AOTEL_RETENTION_AGE", value_parser = parse_duration)]
     pub retention_age: Option<std::time::Duration>,
@@ -170,6 +179,13 @@ impl ServeArgs {
             watch: self.watch.clone(),
             watch_interval: std::time::Duration::from_millis(self.watch_poll_ms.max(10)),
             tokens,
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some(crate::tls::TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }),
+                _ => None,
+            },
             retention: RetentionPolicy {
                 max_age: self.retention_age.filter(|d| !d.is_zero()),
                 max_bytes: self.retention_max_bytes.filter(|b| *b > 0),

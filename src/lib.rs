@@ -11,6 +11,7 @@ pub mod model;
 pub mod query;
 pub mod receiver;
 pub mod store;
+pub mod tls;
 
 pub use config::Config;
 
@@ -26,6 +27,8 @@ pub enum Error {
     Store(#[from] StoreError),
     #[error(transparent)]
     Forward(#[from] forward::ForwardError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     #[error("{what} listener failed: {source}")]
     Serve {
         what: &'static str,
@@ -103,6 +106,27 @@ pub fn api_router(state: AppState) -> axum::Router {
         }))
 }
 
+/// Serves `app` on `listener`, over TLS when an identity is configured, until `stopped` resolves.
+fn serve_http(
+    listener: TcpListener,
+    app: axum::Router,
+    identity: Option<&tls::Identity>,
+    stopped: impl Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    match identity {
+        Some(id) => tokio::spawn(
+            axum::serve(id.listener(listener), app)
+                .with_graceful_shutdown(stopped)
+                .into_future(),
+        ),
+        None => tokio::spawn(
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .into_future(),
+        ),
+    }
+}
+
 /// Applies the retention policy every `retention_interval` until shutdown.
 async fn retention_loop(state: AppState, stopped: impl Future<Output = ()>) {
     let mut tick = tokio::time::interval(state.config.retention_interval);
@@ -144,12 +168,15 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    // Certificates are checked before anything is opened: a bad file fails the start, not a client.
+    let identity = config.tls.as_ref().map(tls::Identity::load).transpose()?;
     let store = store::open(&config.db, &config.store)?;
     let (grpc_addr, http_addr, api_addr) = listeners.addrs();
     tracing::info!(path = %config.db.display(), "data stored in SQLite");
     tracing::info!(addr = %grpc_addr, "OTLP/gRPC listening");
     tracing::info!(addr = %http_addr, "OTLP/HTTP listening");
-    tracing::info!(addr = %api_addr, url = %format!("http://{api_addr}/"), "API and web page listening");
+    let scheme = if identity.is_some() { "https" } else { "http" };
+    tracing::info!(addr = %api_addr, url = %format!("{scheme}://{api_addr}/"), "API and web page listening");
 
     let live = live::Hub::start(store.writer.clone(), &config.live);
     // Before any listener serves: a new destination's cursor starts at what is stored now.
@@ -187,6 +214,9 @@ pub async fn run(
         store.writer.tagged("grpc"),
         config.max_request_bytes,
         config.tokens.clone(),
+        identity
+            .as_ref()
+            .map(|id| tonic::transport::Identity::from_pem(&id.cert_pem, &id.key_pem)),
         stopped(),
     ));
     let tokens = config.tokens.clone();
@@ -194,16 +224,13 @@ pub async fn run(
         .layer(axum::middleware::from_fn(move |req, next| {
             auth::ingest_layer(tokens.clone(), req, next)
         }));
-    let http = tokio::spawn(
-        axum::serve(listeners.http, http_app)
-            .with_graceful_shutdown(stopped())
-            .into_future(),
-    );
+    let http = serve_http(listeners.http, http_app, identity.as_ref(), stopped());
     let state_for_retention = state.clone();
-    let api = tokio::spawn(
-        axum::serve(listeners.api, api_router(state))
-            .with_graceful_shutdown(stopped())
-            .into_future(),
+    let api = serve_http(
+        listeners.api,
+        api_router(state),
+        identity.as_ref(),
+        stopped(),
     );
     let watcher = (!config.watch.is_empty()).then(|| {
         let opts = ingest::watch::WatchOptions {
