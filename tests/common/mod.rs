@@ -36,23 +36,7 @@ impl TestServer {
 
     pub async fn start_with(config: Config) -> TestServer {
         let listeners = Listeners::ephemeral().await.expect("bind loopback ports");
-        let (grpc, http, api) = listeners.addrs();
-        let db = config.db.clone();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let handle = tokio::spawn(aotel::run(config, listeners, async {
-            let _ = stopped.await;
-        }));
-        let server = TestServer {
-            grpc,
-            http,
-            api,
-            db,
-            dir: None,
-            stop: Some(stop),
-            handle: Some(handle),
-        };
-        server.wait_ready().await;
-        server
+        TestServer::start_bound(config, listeners).await
     }
 
     /// A server on listeners the caller bound (e.g. the same ports again, to bring a downstream back).
