@@ -8,11 +8,12 @@ pub mod metrics;
 pub mod model;
 pub mod query;
 pub mod receiver;
+pub mod serve;
 pub mod store;
 
 pub use config::Config;
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use store::{Reader, StoreError, Writer};
 use tokio::net::TcpListener;
@@ -179,17 +180,9 @@ pub async fn run(
         .layer(axum::middleware::from_fn(move |req, next| {
             auth::ingest_layer(tokens.clone(), req, next)
         }));
-    let http = tokio::spawn(
-        axum::serve(listeners.http, http_app)
-            .with_graceful_shutdown(stopped())
-            .into_future(),
-    );
+    let http = tokio::spawn(serve::serve(listeners.http, http_app, stopped()));
     let state_for_retention = state.clone();
-    let api = tokio::spawn(
-        axum::serve(listeners.api, api_router(state))
-            .with_graceful_shutdown(stopped())
-            .into_future(),
-    );
+    let api = tokio::spawn(serve::serve(listeners.api, api_router(state), stopped()));
     let watcher = (!config.watch.is_empty()).then(|| {
         let opts = ingest::watch::WatchOptions {
             dirs: config.watch.clone(),
