@@ -199,13 +199,18 @@ const TRACEQL_DICT: &[&[u8]] = &[
 struct Target {
     name: &'static str,
     corpora: &'static [&'static str],
-    dict: &'static [&'static [u8]],
+    dict: Dict,
     max_len: usize,
     /// Short-run iterations (the CI budget).
     ci_iterations: usize,
-    /// Ok(true): accepted; Ok(false): refused with an error. A panic is a crash.
-    run: Box<dyn FnMut(&[u8]) -> bool>,
+    run: Run,
 }
+
+/// One execution: refused with an error (None), or accepted with how many spans, records or events of
+/// substance it made (Some(n)). A panic is a crash.
+type Run = Box<dyn FnMut(&[u8]) -> Verdict>;
+type Verdict = Option<usize>;
+type Dict = &'static [&'static [u8]];
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
@@ -277,17 +282,19 @@ fn fuzz(mut t: Target) {
         let input = mutate(&mut rng, base, &corpus, t.dict, t.max_len);
         execs += 1;
         match catch_unwind(AssertUnwindSafe(|| (t.run)(&input))) {
-            Ok(true) => {
+            Ok(Some(substance)) => {
                 accepted += 1;
-                // Accepted inputs are the interesting ones without coverage feedback: keep a window.
-                if corpus.len() < MAX_CORPUS {
+                // Without coverage feedback, accepted inputs that made something are the interesting
+                // ones: keep a window of them. (Keeping empty ones would shrink the corpus to `{}`.)
+                if substance == 0 {
+                } else if corpus.len() < MAX_CORPUS {
                     corpus.push(input);
                 } else {
                     let i = seeds + rng.below(MAX_CORPUS - seeds);
                     corpus[i] = input;
                 }
             }
-            Ok(false) => refused += 1,
+            Ok(None) => refused += 1,
             Err(_) => {
                 let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fuzz-crashes");
                 let _ = std::fs::create_dir_all(&dir);
@@ -302,7 +309,7 @@ fn fuzz(mut t: Target) {
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "fuzz {:<18} {:>10} execs in {:>6.1}s = {:>8.0}/s; accepted {}, refused {}, corpus {} ({} seeds), crashes {}",
+        "fuzz {:<18} {:>10} execs in {:>6.1}s = {:>8.0}/s; accepted {}, refused {}, corpus {} ({} seeds, mean {} B), crashes {}",
         t.name,
         execs,
         secs,
@@ -311,6 +318,7 @@ fn fuzz(mut t: Target) {
         refused,
         corpus.len(),
         seeds,
+        corpus.iter().map(Vec::len).sum::<usize>() / corpus.len(),
         crashes.len()
     );
     assert!(
@@ -356,7 +364,8 @@ fn map_span(mut span: Span, resource: &[aotel::model::KeyValue], service: &str) 
     assert_eq!(again.encode_to_vec(), body, "span body round trip");
 }
 
-fn map_traces(mut req: ExportTraceServiceRequest) {
+fn map_traces(mut req: ExportTraceServiceRequest) -> usize {
+    let mut n = 0;
     let (rejected, message) = check_traces(&mut req);
     assert_eq!(rejected == 0, message.is_empty());
     for rs in req.resource_spans {
@@ -368,12 +377,15 @@ fn map_traces(mut req: ExportTraceServiceRequest) {
                 assert_eq!(span.trace_id.len(), 16);
                 assert_eq!(span.span_id.len(), 8);
                 map_span(span, &resource.attributes, &service);
+                n += 1;
             }
         }
     }
+    n
 }
 
-fn map_logs(mut req: ExportLogsServiceRequest) {
+fn map_logs(mut req: ExportLogsServiceRequest) -> usize {
+    let mut n = 0;
     let (rejected, message) = check_logs(&mut req);
     assert_eq!(rejected == 0, message.is_empty());
     for rl in req.resource_logs {
@@ -386,9 +398,11 @@ fn map_logs(mut req: ExportLogsServiceRequest) {
                 let _ = attrs::to_json(log.body.as_ref()).to_string();
                 let _ = f;
                 let _ = log.encode_to_vec();
+                n += 1;
             }
         }
     }
+    n
 }
 
 /// Our own encoding of what we decoded must decode to the same encoding.
@@ -400,44 +414,35 @@ fn reencodes<M: Message + Default>(m: &M) {
     assert_eq!(once, twice);
 }
 
-fn proto_traces(data: &[u8]) -> bool {
-    match ExportTraceServiceRequest::decode(data) {
-        Ok(req) => {
-            reencodes(&req);
-            map_traces(req);
-            true
-        }
-        Err(_) => false,
-    }
+fn proto_traces(data: &[u8]) -> Verdict {
+    let req = ExportTraceServiceRequest::decode(data).ok()?;
+    reencodes(&req);
+    Some(map_traces(req))
 }
 
-fn proto_logs(data: &[u8]) -> bool {
-    match ExportLogsServiceRequest::decode(data) {
-        Ok(req) => {
-            reencodes(&req);
-            map_logs(req);
-            true
-        }
-        Err(_) => false,
-    }
+fn proto_logs(data: &[u8]) -> Verdict {
+    let req = ExportLogsServiceRequest::decode(data).ok()?;
+    reencodes(&req);
+    Some(map_logs(req))
 }
 
-fn otlp_json(data: &[u8]) -> bool {
+fn otlp_json(data: &[u8]) -> Verdict {
     let traces = serde_json::from_slice::<ExportTraceServiceRequest>(data);
     let logs = serde_json::from_slice::<ExportLogsServiceRequest>(data);
     let ok = traces.is_ok() || logs.is_ok();
+    let mut n = 0;
     if let Ok(req) = traces {
         let _ = serde_json::to_vec(&req);
-        map_traces(req);
+        n += map_traces(req);
     }
     if let Ok(req) = logs {
         let _ = serde_json::to_vec(&req);
-        map_logs(req);
+        n += map_logs(req);
     }
-    ok
+    ok.then_some(n)
 }
 
-fn transcript(data: &[u8]) -> bool {
+fn transcript(data: &[u8]) -> Verdict {
     use aotel::ingest::transcript::Transcript;
     // A path with no meta file beside it: the parser sees only the lines.
     let mut t = Transcript::open(Path::new("/nonexistent/aotel-fuzz/session.jsonl"));
@@ -463,23 +468,24 @@ fn transcript(data: &[u8]) -> bool {
     let _ = t.take_warnings();
     match t.render() {
         Some(r) => {
+            let n = r.spans.len();
             for span in r.spans {
                 assert_eq!(span.trace_id.len(), 16, "rendered trace id");
                 assert_eq!(span.span_id.len(), 8, "rendered span id");
                 map_span(span, &[], r.format.service());
             }
-            true
+            Some(n)
         }
-        None => false,
+        None => None,
     }
 }
 
-fn legacy_event(data: &[u8]) -> bool {
+fn legacy_event(data: &[u8]) -> Verdict {
     match aotel::ingest::legacy::check_event(data) {
-        Ok(_) => true,
+        Ok(_) => Some(1),
         Err(message) => {
             assert!(!message.is_empty());
-            false
+            None
         }
     }
 }
@@ -499,12 +505,12 @@ fn sample_spans() -> Vec<(Span, aotel::model::Resource)> {
         .collect()
 }
 
-fn traceql_target() -> impl FnMut(&[u8]) -> bool {
+fn traceql_target() -> impl FnMut(&[u8]) -> Verdict {
     let spans = sample_spans();
     let scope = aotel::model::InstrumentationScope::default();
     move |data| {
         let Ok(text) = std::str::from_utf8(data) else {
-            return false;
+            return None;
         };
         let _ = traceql::parse_duration(text);
         match traceql::parse(text) {
@@ -516,11 +522,11 @@ fn traceql_target() -> impl FnMut(&[u8]) -> bool {
                         scope: &scope,
                     });
                 }
-                true
+                Some(1)
             }
             Err(e) => {
                 assert!(!e.0.is_empty());
-                false
+                None
             }
         }
     }
@@ -529,7 +535,7 @@ fn traceql_target() -> impl FnMut(&[u8]) -> bool {
 /// The real HTTP handlers of a running aotel, over loopback: OTLP protobuf and JSON on the OTLP/HTTP
 /// port, legacy events on the API port. Any answer but a 2xx or a 4xx (a 500, a dropped connection) is
 /// a crash, and so is a server that no longer answers.
-fn http_target() -> impl FnMut(&[u8]) -> bool {
+fn http_target() -> impl FnMut(&[u8]) -> Verdict {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -568,17 +574,18 @@ fn http_target() -> impl FnMut(&[u8]) -> bool {
             status.is_success() || status.is_client_error(),
             "{url} answered {status}"
         );
-        status.is_success()
+        // An empty request is accepted too, but teaches the corpus nothing.
+        status.is_success().then_some(usize::from(data.len() > 32))
     }
 }
 
 fn target(name: &'static str) -> Target {
     let (corpora, dict, max_len, ci_iterations, run): (
         &'static [&'static str],
-        &'static [&'static [u8]],
+        Dict,
         usize,
         usize,
-        Box<dyn FnMut(&[u8]) -> bool>,
+        Run,
     ) = match name {
         "otlp_proto_traces" => (
             &["otlp_proto_traces"],
