@@ -12,7 +12,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// How long a client may take to send a request's headers (hyper's own default, now enforced).
+/// How long a client may take to send a request's headers (hyper's own default, now enforced). The same
+/// timer closes a keep-alive connection that stays idle this long, as most HTTP servers do.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves `app` until `stopped` resolves, then lets in-flight requests finish (graceful shutdown).

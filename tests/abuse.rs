@@ -298,7 +298,8 @@ async fn slow_loris_connections_do_not_starve_a_normal_client() {
 }
 
 /// The fix for the above at scale: a connection that never finishes its headers is closed once the
-/// header timeout passes (aotel serves with 30 s; here 300 ms), instead of holding a socket for ever.
+/// header timeout passes (aotel serves with 30 s; here 300 ms), instead of holding a socket for ever,
+/// and so is an idle keep-alive connection.
 #[tokio::test]
 async fn a_connection_that_never_finishes_its_headers_is_closed() {
     use tokio::io::AsyncReadExt;
@@ -324,6 +325,16 @@ async fn a_connection_that_never_finishes_its_headers_is_closed() {
     // EOF (or a reset) means the server hung up; the bound only turns a failure into an error.
     let hung_up = tokio::time::timeout(Duration::from_secs(20), slow.read_to_end(&mut rest)).await;
     assert!(hung_up.is_ok(), "the slow connection was left open");
+
+    // The same timer closes a keep-alive connection left idle after a complete request.
+    let mut idle = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(20), idle.read_to_end(&mut answer)).await;
+    assert!(closed.is_ok(), "the idle connection was left open");
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
 
     let ok = reqwest::get(format!("http://{addr}/"))
         .await
