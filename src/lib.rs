@@ -10,12 +10,13 @@ pub mod metrics;
 pub mod model;
 pub mod query;
 pub mod receiver;
+pub mod serve;
 pub mod store;
 pub mod tls;
 
 pub use config::Config;
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use store::{Reader, StoreError, Writer};
 use tokio::net::TcpListener;
@@ -114,16 +115,8 @@ fn serve_http(
     stopped: impl Future<Output = ()> + Send + 'static,
 ) -> tokio::task::JoinHandle<std::io::Result<()>> {
     match identity {
-        Some(id) => tokio::spawn(
-            axum::serve(id.listener(listener), app)
-                .with_graceful_shutdown(stopped)
-                .into_future(),
-        ),
-        None => tokio::spawn(
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stopped)
-                .into_future(),
-        ),
+        Some(id) => tokio::spawn(serve::serve(id.listener(listener), app, stopped)),
+        None => tokio::spawn(serve::serve(listener, app, stopped)),
     }
 }
 
