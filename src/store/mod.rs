@@ -136,6 +136,8 @@ pub fn open(path: &Path, opts: &StoreOptions) -> Result<Store, StoreError> {
     conn.pragma_update(None, "cache_size", -32768)?;
     // Checkpoints run on their own thread (below), so commits never wait for one.
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    // Once a checkpoint has let the WAL start over, its file is cut back to this size.
+    conn.pragma_update(None, "journal_size_limit", 64 << 20)?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     let found = schema::version(&conn)?;
     if found > schema::MIGRATIONS.len() {
@@ -167,7 +169,7 @@ struct Checkpointer {
 }
 
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
-const WAL_RESTART_BYTES: u64 = 512 << 20;
+const WAL_RESTART_BYTES: u64 = 256 << 20;
 
 impl Checkpointer {
     fn spawn(path: &Path) -> Result<Checkpointer, StoreError> {
@@ -176,22 +178,27 @@ impl Checkpointer {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
-        let mut wal = path.as_os_str().to_owned();
-        wal.push("-wal");
-        let wal = PathBuf::from(wal);
+        let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
         let thread = std::thread::Builder::new()
             .name("aotel-checkpoint".into())
             .spawn(move || {
                 while !flag.load(Ordering::Relaxed) {
                     std::thread::park_timeout(CHECKPOINT_EVERY);
-                    let big = std::fs::metadata(&wal)
-                        .map(|m| m.len() > WAL_RESTART_BYTES)
-                        .unwrap_or(false);
-                    let mode = if big { "RESTART" } else { "PASSIVE" };
-                    if let Err(e) =
-                        conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()))
-                    {
-                        tracing::debug!(error = %e, mode, "checkpoint did not run");
+                    // (busy, frames in the WAL, frames copied): a WAL that readers keep from being
+                    // reset grows; past the limit one RESTART lets the writer start it over.
+                    let passive = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                        Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                    });
+                    match passive {
+                        Ok((log, _)) if log * page_size > WAL_RESTART_BYTES as i64 => {
+                            if let Err(e) =
+                                conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))
+                            {
+                                tracing::debug!(error = %e, "restart checkpoint did not run");
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::debug!(error = %e, "checkpoint did not run"),
                     }
                 }
             })?;
