@@ -20,8 +20,12 @@ pub struct Config {
     pub watch_interval: std::time::Duration,
     /// Bearer tokens for ingest and for reading; unset means open.
     pub tokens: Tokens,
+    /// Certificate and key (PEM) for TLS on every listener.
+    pub tls: Option<crate::tls::TlsFiles>,
     pub retention: RetentionPolicy,
     pub retention_interval: std::time::Duration,
+    /// The live view: per-client queue, slow-client timeout, links to Jaeger/Grafana.
+    pub live: crate::live::LiveOptions,
     pub forward: crate::forward::ForwardConfig,
 }
 
@@ -35,8 +39,10 @@ impl Config {
             watch: Vec::new(),
             watch_interval: std::time::Duration::from_millis(500),
             tokens: Tokens::default(),
+            tls: None,
             retention: RetentionPolicy::default(),
             retention_interval: std::time::Duration::from_secs(300),
+            live: crate::live::LiveOptions::default(),
             forward: crate::forward::ForwardConfig::default(),
         }
     }
@@ -90,6 +96,12 @@ pub struct ServeArgs {
     /// Token that the page, WebSocket, query APIs and /metrics need (header, cookie or `?token=`)
     #[arg(long, env = "AOTEL_READ_TOKEN", hide_env_values = true)]
     pub read_token: Option<String>,
+    /// Certificate chain (PEM) for TLS on every listener; needs --tls-key
+    #[arg(long, env = "AOTEL_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) for --tls-cert
+    #[arg(long, env = "AOTEL_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Delete sessions whose last activity is older than this (e.g. 30d, 12h); unset keeps everything
     #[arg(long, env = "AOTEL_RETENTION_AGE", value_parser = parse_duration)]
     pub retention_age: Option<std::time::Duration>,
@@ -108,6 +120,18 @@ pub struct ServeArgs {
     /// How often the watcher looks for changes, in milliseconds
     #[arg(long, env = "AOTEL_WATCH_POLL_MS", default_value_t = 500)]
     pub watch_poll_ms: u64,
+    /// Jaeger UI base URL; the page links each trace to `{url}/trace/{trace_id}` (or fills `{trace_id}`)
+    #[arg(long, env = "AOTEL_JAEGER_URL")]
+    pub jaeger_url: Option<String>,
+    /// Grafana base URL; the page links each trace to Explore with a Tempo query (or fills `{trace_id}`)
+    #[arg(long, env = "AOTEL_GRAFANA_URL")]
+    pub grafana_url: Option<String>,
+    /// Live-view messages queued per WebSocket client before it misses updates and is resynced
+    #[arg(long, env = "AOTEL_WS_QUEUE", default_value_t = 256)]
+    pub ws_queue: usize,
+    /// Seconds a WebSocket client may take to accept one message before it is disconnected
+    #[arg(long, env = "AOTEL_WS_SEND_TIMEOUT", default_value_t = 10.0)]
+    pub ws_send_timeout: f64,
     #[command(flatten)]
     pub forward: crate::forward::ForwardArgs,
 }
@@ -137,6 +161,12 @@ impl ServeArgs {
         if self.max_request_bytes < 1024 {
             return Err("--max-request-bytes must be at least 1024".into());
         }
+        let live = crate::live::LiveOptions::from_args(
+            self.jaeger_url.as_deref(),
+            self.grafana_url.as_deref(),
+            self.ws_queue,
+            self.ws_send_timeout,
+        )?;
         Ok(Config {
             db: self.db.clone().unwrap_or_else(default_db_path),
             store: StoreOptions {
@@ -149,6 +179,13 @@ impl ServeArgs {
             watch: self.watch.clone(),
             watch_interval: std::time::Duration::from_millis(self.watch_poll_ms.max(10)),
             tokens,
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some(crate::tls::TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }),
+                _ => None,
+            },
             retention: RetentionPolicy {
                 max_age: self.retention_age.filter(|d| !d.is_zero()),
                 max_bytes: self.retention_max_bytes.filter(|b| *b > 0),
@@ -156,6 +193,7 @@ impl ServeArgs {
             retention_interval: self
                 .retention_interval
                 .max(std::time::Duration::from_secs(1)),
+            live,
             forward: self.forward.config()?,
         })
     }

@@ -5,15 +5,18 @@ pub mod auth;
 pub mod config;
 pub mod forward;
 pub mod ingest;
+pub mod live;
 pub mod metrics;
 pub mod model;
 pub mod query;
 pub mod receiver;
+pub mod serve;
 pub mod store;
+pub mod tls;
 
 pub use config::Config;
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use store::{Reader, StoreError, Writer};
 use tokio::net::TcpListener;
@@ -25,6 +28,8 @@ pub enum Error {
     Store(#[from] StoreError),
     #[error(transparent)]
     Forward(#[from] forward::ForwardError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     #[error("{what} listener failed: {source}")]
     Serve {
         what: &'static str,
@@ -45,6 +50,7 @@ pub struct AppState {
     pub reader: Reader,
     pub config: std::sync::Arc<Config>,
     pub retention: std::sync::Arc<std::sync::Mutex<store::retention::RetentionStatus>>,
+    pub live: live::Hub,
     pub forward: forward::Forwarders,
 }
 
@@ -92,12 +98,26 @@ pub fn api_router(state: AppState) -> axum::Router {
     query::api::router()
         .merge(query::metrics::router())
         .merge(query::trace_apis())
+        .merge(live::router())
         .merge(forward::api::router())
         .with_state(state.clone())
         .merge(ingest::legacy::router(state))
         .layer(axum::middleware::from_fn(move |req, next| {
             auth::api_layer(tokens.clone(), req, next)
         }))
+}
+
+/// Serves `app` on `listener`, over TLS when an identity is configured, until `stopped` resolves.
+fn serve_http(
+    listener: TcpListener,
+    app: axum::Router,
+    identity: Option<&tls::Identity>,
+    stopped: impl Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    match identity {
+        Some(id) => tokio::spawn(serve::serve(id.listener(listener), app, stopped)),
+        None => tokio::spawn(serve::serve(listener, app, stopped)),
+    }
 }
 
 /// Applies the retention policy every `retention_interval` until shutdown.
@@ -141,17 +161,22 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    // Certificates are checked before anything is opened: a bad file fails the start, not a client.
+    let identity = config.tls.as_ref().map(tls::Identity::load).transpose()?;
     let store = store::open(&config.db, &config.store)?;
     let (grpc_addr, http_addr, api_addr) = listeners.addrs();
     tracing::info!(path = %config.db.display(), "data stored in SQLite");
     tracing::info!(addr = %grpc_addr, "OTLP/gRPC listening");
     tracing::info!(addr = %http_addr, "OTLP/HTTP listening");
-    tracing::info!(addr = %api_addr, url = %format!("http://{api_addr}/"), "API and web page listening");
+    let scheme = if identity.is_some() { "https" } else { "http" };
+    tracing::info!(addr = %api_addr, url = %format!("{scheme}://{api_addr}/"), "API and web page listening");
 
+    let live = live::Hub::start(store.writer.clone(), &config.live);
     // Before any listener serves: a new destination's cursor starts at what is stored now.
     let forwarders =
         forward::Forwarders::start(&config.forward, &store.writer, &store.reader).await?;
     let state = AppState {
+        live: live.clone(),
         writer: store.writer.clone(),
         reader: store.reader.clone(),
         config: std::sync::Arc::new(config.clone()),
@@ -172,6 +197,7 @@ pub async fn run(
         shutdown.await;
         tracing::info!("shutting down: no new requests, committing what was accepted");
         let _ = stop_tx.send(true);
+        live.close();
     });
 
     // Each server runs as its own task so the runtime's workers share the load: a future awaited in
@@ -181,6 +207,9 @@ pub async fn run(
         store.writer.tagged("grpc"),
         config.max_request_bytes,
         config.tokens.clone(),
+        identity
+            .as_ref()
+            .map(|id| tonic::transport::Identity::from_pem(&id.cert_pem, &id.key_pem)),
         stopped(),
     ));
     let tokens = config.tokens.clone();
@@ -188,16 +217,13 @@ pub async fn run(
         .layer(axum::middleware::from_fn(move |req, next| {
             auth::ingest_layer(tokens.clone(), req, next)
         }));
-    let http = tokio::spawn(
-        axum::serve(listeners.http, http_app)
-            .with_graceful_shutdown(stopped())
-            .into_future(),
-    );
+    let http = serve_http(listeners.http, http_app, identity.as_ref(), stopped());
     let state_for_retention = state.clone();
-    let api = tokio::spawn(
-        axum::serve(listeners.api, api_router(state))
-            .with_graceful_shutdown(stopped())
-            .into_future(),
+    let api = serve_http(
+        listeners.api,
+        api_router(state),
+        identity.as_ref(),
+        stopped(),
     );
     let watcher = (!config.watch.is_empty()).then(|| {
         let opts = ingest::watch::WatchOptions {

@@ -194,14 +194,7 @@ async fn tool_labels_are_capped() {
         })
         .collect();
     let body = serde_json::json!({"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]});
-    let resp = reqwest::Client::new()
-        .post(server.otlp_http("/v1/traces"))
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("POST");
-    assert!(resp.status().is_success());
+    common::post_otlp_json(&server, &body).await;
     let (_, m) = scrape(&server).await;
     let tools: Vec<&String> = m
         .keys()

@@ -198,3 +198,60 @@ async fn run_without_a_policy_is_a_clear_400() {
         .unwrap_or("")
         .contains("--retention-age"));
 }
+
+#[tokio::test]
+async fn data_a_forward_destination_still_needs_is_kept_unless_the_cap_forces_it() {
+    let dir = tempfile::tempdir().expect("tmp");
+    // A destination that is never up: nothing is ever acknowledged by it.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+    let port = dead.local_addr().expect("addr").port();
+    drop(dead);
+    let mut c = config(
+        &dir,
+        RetentionPolicy {
+            max_age: Some(Duration::from_secs(86_400)),
+            max_bytes: None,
+        },
+    );
+    c.forward.destinations =
+        vec![
+            aotel::forward::DestinationSpec::parse(&format!("grpc://127.0.0.1:{port}"))
+                .expect("url"),
+        ];
+    let server = TestServer::start_with(c).await;
+    send(
+        &server,
+        session("old-unsent", 0x21, Duration::from_secs(3 * 86_400), 5, 10),
+    )
+    .await;
+    let report = run(&server).await;
+    assert_eq!(report["sessions"], 0, "{report}");
+    assert_eq!(report["kept_for_forwarding"], 1, "{report}");
+    assert!(exists(&server, "old-unsent").await);
+    let (db, _) = server.stop().await;
+
+    // Under a size cap the same data has to go, and what was never forwarded is counted.
+    let mut c = config(
+        &dir,
+        RetentionPolicy {
+            max_age: None,
+            max_bytes: Some(1),
+        },
+    );
+    c.db = db;
+    c.forward.destinations =
+        vec![
+            aotel::forward::DestinationSpec::parse(&format!("grpc://127.0.0.1:{port}"))
+                .expect("url"),
+        ];
+    let server = TestServer::start_with(c).await;
+    run(&server).await;
+    let status = common::eventually("the forced deletion", || async {
+        let s = server.get_json("/api/retention").await;
+        (s["total"]["sessions"].as_u64().unwrap_or(0) >= 1).then_some(s)
+    })
+    .await;
+    assert_eq!(status["total"]["unforwarded_spans_dropped"], 5, "{status}");
+    assert!(!exists(&server, "old-unsent").await);
+    server.stop().await;
+}

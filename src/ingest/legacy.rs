@@ -95,6 +95,15 @@ fn opt_string(v: &Value, key: &str) -> Result<Option<String>, ApiError> {
     }
 }
 
+/// Checks one `POST /events` body the way the endpoint does, without storing anything: the event type
+/// if it would be accepted, the 422 message otherwise. Public for the fuzz harness (tests/fuzz.rs).
+#[doc(hidden)]
+pub fn check_event(body: &[u8]) -> Result<String, String> {
+    parse_event(body)
+        .map(|e| e.type_name)
+        .map_err(|e| e.message)
+}
+
 fn parse_event(body: &[u8]) -> Result<Event, ApiError> {
     let raw: Value = serde_json::from_slice(body)
         .map_err(|e| unprocessable(format!("body is not JSON: {e}")))?;

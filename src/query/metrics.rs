@@ -43,6 +43,7 @@ async fn metrics(State(app): State<AppState>) -> Result<Response, super::ApiErro
         .map(|m| m.len())
         .sum();
     samples.push("aotel_database_bytes", "", bytes as f64);
+    samples.push("aotel_websocket_clients", "", app.live.clients() as f64);
     app.forward
         .collect_metrics(&app.reader, &mut samples)
         .await?;

@@ -74,6 +74,7 @@ pub async fn serve(
     writer: Writer,
     max_message_bytes: usize,
     tokens: Tokens,
+    tls: Option<tonic::transport::Identity>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let receiver = Receiver { writer };
@@ -87,7 +88,12 @@ pub async fn serve(
         .send_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(max_message_bytes);
     let auth = GrpcAuth(tokens);
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(identity) = tls {
+        builder =
+            builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+    }
+    builder
         .add_service(InterceptedService::new(traces, auth.clone()))
         .add_service(InterceptedService::new(logs, auth))
         .serve_with_incoming_shutdown(

@@ -136,6 +136,8 @@ pub fn open(path: &Path, opts: &StoreOptions) -> Result<Store, StoreError> {
     conn.pragma_update(None, "cache_size", -32768)?;
     // Checkpoints run on their own thread (below), so commits never wait for one.
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    // Once a checkpoint has let the WAL start over, its file is cut back to this size.
+    conn.pragma_update(None, "journal_size_limit", 64 << 20)?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     let found = schema::version(&conn)?;
     if found > schema::MIGRATIONS.len() {
@@ -167,7 +169,7 @@ struct Checkpointer {
 }
 
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
-const WAL_RESTART_BYTES: u64 = 512 << 20;
+const WAL_RESTART_BYTES: u64 = 256 << 20;
 
 impl Checkpointer {
     fn spawn(path: &Path) -> Result<Checkpointer, StoreError> {
@@ -176,22 +178,27 @@ impl Checkpointer {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
-        let mut wal = path.as_os_str().to_owned();
-        wal.push("-wal");
-        let wal = PathBuf::from(wal);
+        let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
         let thread = std::thread::Builder::new()
             .name("aotel-checkpoint".into())
             .spawn(move || {
                 while !flag.load(Ordering::Relaxed) {
                     std::thread::park_timeout(CHECKPOINT_EVERY);
-                    let big = std::fs::metadata(&wal)
-                        .map(|m| m.len() > WAL_RESTART_BYTES)
-                        .unwrap_or(false);
-                    let mode = if big { "RESTART" } else { "PASSIVE" };
-                    if let Err(e) =
-                        conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()))
-                    {
-                        tracing::debug!(error = %e, mode, "checkpoint did not run");
+                    // (busy, frames in the WAL, frames copied): a WAL that readers keep from being
+                    // reset grows; past the limit one RESTART lets the writer start it over.
+                    let passive = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                        Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                    });
+                    match passive {
+                        Ok((log, _)) if log * page_size > WAL_RESTART_BYTES as i64 => {
+                            if let Err(e) =
+                                conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))
+                            {
+                                tracing::debug!(error = %e, "restart checkpoint did not run");
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::debug!(error = %e, "checkpoint did not run"),
                     }
                 }
             })?;
@@ -216,12 +223,19 @@ impl Drop for Checkpointer {
     }
 }
 
-/// What one commit changed, for the live view. Built only while someone listens.
+/// What one commit changed, for the live view.
 #[derive(Debug, Clone, Serialize)]
 pub struct Committed {
     pub sessions: Vec<SessionRow>,
     pub spans: Vec<SpanSummary>,
     pub logs: Vec<LogSummary>,
+    /// The highest span and log sequence numbers once this commit is in: a reader that has seen both
+    /// has seen the commit.
+    pub span_seq: i64,
+    pub log_seq: i64,
+    /// False when some stored span or log has no summary in `spans`/`logs` (it was prepared before
+    /// anyone listened, or while spans were not wanted): a view of spans must then re-read the store.
+    pub complete: bool,
 }
 
 /// A span as lists and waterfalls show it, without its attributes.
@@ -244,6 +258,9 @@ pub struct SpanSummary {
     pub agent: Option<String>,
     pub model: Option<String>,
     pub in_progress: bool,
+    /// For tool calls, one line saying what the call did (its command, path or pattern), so lists and
+    /// waterfalls can show it without loading every span's attributes.
+    pub preview: Option<String>,
 }
 
 pub fn status_name(code: i32) -> &'static str {
@@ -278,8 +295,61 @@ impl SpanSummary {
             agent: f.agent.clone(),
             model: f.model.clone(),
             in_progress: f.in_progress,
+            preview: (f.operation == Some(crate::model::facts::OP_TOOL))
+                .then(|| tool_preview(&span.attributes))
+                .flatten(),
         }
     }
+}
+
+const PREVIEW_CHARS: usize = 160;
+
+/// The most telling argument of a tool call, on one line and cut to `PREVIEW_CHARS` characters.
+fn tool_preview(attrs: &[crate::model::KeyValue]) -> Option<String> {
+    const ARGS: &[&str] = &[
+        "gen_ai.tool.call.arguments",
+        "input.value",
+        "tool.arguments",
+    ];
+    const FIELDS: &[&str] = &[
+        "command",
+        "file_path",
+        "pattern",
+        "path",
+        "url",
+        "query",
+        "description",
+        "prompt",
+    ];
+    let raw = crate::model::attrs::first_str(attrs, ARGS)?;
+    let picked = if raw.len() <= 64 << 10 && raw.trim_start().starts_with('{') {
+        serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(raw)
+            .ok()
+            .and_then(|m| {
+                FIELDS
+                    .iter()
+                    .find_map(|k| m.get(*k).and_then(|v| v.as_str()).map(str::to_string))
+                    .or_else(|| m.values().find_map(|v| v.as_str().map(str::to_string)))
+            })
+    } else {
+        None
+    };
+    let text = picked.as_deref().unwrap_or(raw);
+    let mut out = String::with_capacity(text.len().min(PREVIEW_CHARS * 2));
+    for (n, word) in text.split_whitespace().enumerate() {
+        if n > 0 {
+            out.push(' ');
+        }
+        out.push_str(word);
+        if out.chars().count() > PREVIEW_CHARS {
+            break;
+        }
+    }
+    if out.chars().count() > PREVIEW_CHARS {
+        out = out.chars().take(PREVIEW_CHARS - 1).collect();
+        out.push('…');
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 #[derive(Debug, Clone, Serialize)]

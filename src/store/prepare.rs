@@ -7,6 +7,7 @@ use crate::model::facts::{self, LogFacts, SpanFacts};
 use crate::model::{ids, Batch, InstrumentationScope, Resource};
 use prost::Message;
 use sha2::{Digest, Sha256};
+use std::cell::Cell;
 
 /// A resource or scope, stored once and referred to by id.
 pub(super) struct Meta {
@@ -43,8 +44,8 @@ pub(super) struct PreparedSpan {
     pub body: Vec<u8>,
     /// Attribute index hashes (store::index).
     pub attr_hashes: Vec<i64>,
-    /// Built only while the live view listens; its `seq` is filled in at commit.
-    pub summary: Option<SpanSummary>,
+    /// Built only while the live view wants spans; the writer takes it at commit and fills in `seq`.
+    pub summary: Cell<Option<SpanSummary>>,
 }
 
 pub(super) struct PreparedLog {
@@ -55,7 +56,7 @@ pub(super) struct PreparedLog {
     pub severity: i32,
     pub facts: LogFacts,
     pub body: Vec<u8>,
-    pub summary: Option<LogSummary>,
+    pub summary: Cell<Option<LogSummary>>,
 }
 
 #[derive(Default)]
@@ -104,8 +105,9 @@ fn resource_of(resource: &Resource, schema_url: String) -> PreparedResource {
     }
 }
 
-/// Prepares `batch`, skipping spans without valid ids (receivers have already rejected those).
-pub(super) fn prepare(batch: Batch, max_attr: usize, live: bool) -> Prepared {
+/// Prepares `batch`, skipping spans without valid ids (receivers have already rejected those). `live`:
+/// someone listens to commits; `spans`: they want span summaries too.
+pub(super) fn prepare(batch: Batch, max_attr: usize, live: bool, spans: bool) -> Prepared {
     let mut out = Prepared::default();
     for rs in batch.spans {
         let resource = rs.resource.unwrap_or_default();
@@ -123,7 +125,7 @@ pub(super) fn prepare(batch: Batch, max_attr: usize, live: bool) -> Prepared {
                     truncate(&mut event.attributes, max_attr);
                 }
                 let facts = facts::span_facts(&span, &resource.attributes, &pr.service);
-                let summary = live.then(|| SpanSummary::new(0, &span, &facts));
+                let summary = (live && spans).then(|| SpanSummary::new(0, &span, &facts));
                 let body = span.encode_to_vec();
                 let attr_hashes = super::index::hashes(&span.attributes).collect();
                 ps.spans.push(PreparedSpan {
@@ -139,7 +141,7 @@ pub(super) fn prepare(batch: Batch, max_attr: usize, live: bool) -> Prepared {
                     facts,
                     body,
                     attr_hashes,
-                    summary,
+                    summary: Cell::new(summary),
                 });
             }
             out.items += ps.spans.len();
@@ -170,7 +172,7 @@ pub(super) fn prepare(batch: Batch, max_attr: usize, live: bool) -> Prepared {
                     severity: log.severity_number,
                     facts,
                     body,
-                    summary,
+                    summary: Cell::new(summary),
                 });
             }
             out.items += ps.logs.len();

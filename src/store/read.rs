@@ -143,6 +143,18 @@ impl Reader {
         self.with(move |c| logs_where(c, "trace_id = ?1 ORDER BY time_ns, seq", [trace_id]))
             .await
     }
+
+    /// One span by its ids.
+    pub async fn span(
+        &self,
+        trace_id: Vec<u8>,
+        span_id: Vec<u8>,
+    ) -> Result<Option<StoredSpan>, StoreError> {
+        self.with(move |c| {
+            Ok(spans_where(c, "trace_id = ?1 AND span_id = ?2", [trace_id, span_id])?.pop())
+        })
+        .await
+    }
 }
 
 const SESSION_COLS: &str = "key, title, agent, service, first_ns, last_ns, updated_seq, counters";
@@ -222,55 +234,28 @@ fn list_sessions(c: &Connection, f: &SessionFilter) -> Result<(Vec<SessionRow>, 
     Ok((rows, total))
 }
 
-/// Loads spans matching a fixed SQL condition (never user text) with bound parameters.
-pub(crate) fn spans_where<P: rusqlite::Params>(
-    c: &Connection,
-    condition: &str,
-    p: P,
-) -> Result<Vec<StoredSpan>, StoreError> {
-    let mut stmt = c.prepare_cached(&format!(
-        "SELECT seq, session, service, resource_id, scope_id, body FROM spans WHERE {condition}"
-    ))?;
-    let raw = stmt
-        .query_map(p, |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, i64>(4)?,
-                r.get::<_, Vec<u8>>(5)?,
-            ))
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    let mut meta = MetaCache::default();
-    let mut out = Vec::with_capacity(raw.len());
-    for (seq, session, service, resource_id, scope_id, body) in raw {
-        let Ok(span) = Span::decode(body.as_slice()) else {
-            tracing::warn!(seq, "stored span does not decode; skipped");
-            continue;
-        };
-        out.push(StoredSpan {
-            seq,
-            session,
-            service,
-            span,
-            resource: meta.resource(c, resource_id)?,
-            scope: meta.scope(c, scope_id)?,
-            resource_id,
-            scope_id,
-        });
-    }
-    Ok(out)
+/// A decoded row of `spans` or `logs` with the resource and scope it came with.
+struct Decoded<T> {
+    seq: i64,
+    session: Option<String>,
+    service: String,
+    item: T,
+    resource: Arc<(Resource, String)>,
+    scope: Arc<(InstrumentationScope, String)>,
+    resource_id: i64,
+    scope_id: i64,
 }
 
-pub(crate) fn logs_where<P: rusqlite::Params>(
+/// Loads and decodes the rows of `table` (fixed: "spans" or "logs") matching a fixed SQL condition
+/// (never user text) with bound parameters. A body that does not decode is skipped with a warning.
+fn decoded_where<T: Message + Default, P: rusqlite::Params>(
     c: &Connection,
+    table: &'static str,
     condition: &str,
     p: P,
-) -> Result<Vec<StoredLog>, StoreError> {
+) -> Result<Vec<Decoded<T>>, StoreError> {
     let mut stmt = c.prepare_cached(&format!(
-        "SELECT seq, session, service, resource_id, scope_id, body FROM logs WHERE {condition}"
+        "SELECT seq, session, service, resource_id, scope_id, body FROM {table} WHERE {condition}"
     ))?;
     let raw = stmt
         .query_map(p, |r| {
@@ -287,15 +272,15 @@ pub(crate) fn logs_where<P: rusqlite::Params>(
     let mut meta = MetaCache::default();
     let mut out = Vec::with_capacity(raw.len());
     for (seq, session, service, resource_id, scope_id, body) in raw {
-        let Ok(log) = LogRecord::decode(body.as_slice()) else {
-            tracing::warn!(seq, "stored log record does not decode; skipped");
+        let Ok(item) = T::decode(body.as_slice()) else {
+            tracing::warn!(seq, table, "stored row does not decode; skipped");
             continue;
         };
-        out.push(StoredLog {
+        out.push(Decoded {
             seq,
             session,
             service,
-            log,
+            item,
             resource: meta.resource(c, resource_id)?,
             scope: meta.scope(c, scope_id)?,
             resource_id,
@@ -303,6 +288,47 @@ pub(crate) fn logs_where<P: rusqlite::Params>(
         });
     }
     Ok(out)
+}
+
+/// Loads spans matching a fixed SQL condition (never user text) with bound parameters.
+pub(crate) fn spans_where<P: rusqlite::Params>(
+    c: &Connection,
+    condition: &str,
+    p: P,
+) -> Result<Vec<StoredSpan>, StoreError> {
+    Ok(decoded_where::<Span, P>(c, "spans", condition, p)?
+        .into_iter()
+        .map(|d| StoredSpan {
+            seq: d.seq,
+            session: d.session.unwrap_or_default(),
+            service: d.service,
+            span: d.item,
+            resource: d.resource,
+            scope: d.scope,
+            resource_id: d.resource_id,
+            scope_id: d.scope_id,
+        })
+        .collect())
+}
+
+pub(crate) fn logs_where<P: rusqlite::Params>(
+    c: &Connection,
+    condition: &str,
+    p: P,
+) -> Result<Vec<StoredLog>, StoreError> {
+    Ok(decoded_where::<LogRecord, P>(c, "logs", condition, p)?
+        .into_iter()
+        .map(|d| StoredLog {
+            seq: d.seq,
+            session: d.session,
+            service: d.service,
+            log: d.item,
+            resource: d.resource,
+            scope: d.scope,
+            resource_id: d.resource_id,
+            scope_id: d.scope_id,
+        })
+        .collect())
 }
 
 #[derive(Default)]

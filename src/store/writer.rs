@@ -12,7 +12,7 @@ use prost::Message;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
@@ -63,6 +63,8 @@ pub struct Writer {
     budget_bytes: usize,
     queued: Arc<AtomicUsize>,
     changes: broadcast::Sender<Arc<Committed>>,
+    /// Whether commits list span summaries; see `want_live_spans`.
+    live_spans: Arc<AtomicBool>,
     max_attr: usize,
     metrics: Arc<Metrics>,
     /// The ingest path this handle writes for, as the `transport` label of the ingest metrics.
@@ -145,7 +147,9 @@ impl Writer {
     }
 
     fn prepare(&self, batch: Batch) -> Prepared {
-        prepare(batch, self.max_attr, self.changes.receiver_count() > 0)
+        let live = self.changes.receiver_count() > 0;
+        let spans = self.live_spans.load(Ordering::Acquire);
+        prepare(batch, self.max_attr, live, spans)
     }
 
     /// Like `write`, but waits for room instead of failing: for importers, which can afford to wait.
@@ -216,6 +220,13 @@ impl Writer {
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Committed>> {
         self.changes.subscribe()
     }
+
+    /// Whether commits should list their spans (`Committed::spans`). A summary per span costs CPU on
+    /// every export, so the live hub asks for them only while some client shows spans; session rows
+    /// and log records are listed whenever anyone listens.
+    pub fn want_live_spans(&self, on: bool) {
+        self.live_spans.store(on, Ordering::Release);
+    }
 }
 
 pub(super) fn spawn(
@@ -234,6 +245,7 @@ pub(super) fn spawn(
         budget_bytes,
         queued: queued.clone(),
         changes: changes.clone(),
+        live_spans: Arc::new(AtomicBool::new(true)),
         max_attr: opts.max_attribute_bytes,
         metrics: metrics.clone(),
         transport: "other",
@@ -275,6 +287,9 @@ struct Pending {
     session_traces: HashMap<String, HashSet<Vec<u8>>>,
     spans: Vec<SpanSummary>,
     logs: Vec<LogSummary>,
+    /// Spans and logs stored without a summary (prepared while nobody listened or spans were not
+    /// wanted): the commit's lists are then incomplete.
+    unsummarised: usize,
     stats: StatsDelta,
     /// Lent by the writer state for the transaction (re-read if it rolls back).
     dims: Dims,
@@ -468,11 +483,15 @@ impl WriterState {
             String::new(),
             stored.1 as f64,
         );
-        let live = !pending.spans.is_empty() || !pending.logs.is_empty();
+        let live =
+            !pending.spans.is_empty() || !pending.logs.is_empty() || pending.unsummarised > 0;
         let committed = live.then_some(Committed {
             sessions,
             spans: pending.spans,
             logs: pending.logs,
+            span_seq: seqs.0 - 1,
+            log_seq: seqs.1 - 1,
+            complete: pending.unsummarised == 0,
         });
         Ok((receipts, committed))
     }
@@ -676,10 +695,14 @@ fn store_span(
         duration_s,
         agent.as_deref(),
     )?;
-    if let Some(summary) = &span.summary {
-        let mut summary = summary.clone();
-        summary.seq = seq;
-        pending.spans.push(summary);
+    // Taken, not cloned: the writer thread only moves it. A retry after a failed group commit then finds
+    // it gone and the commit is marked incomplete, which the live hub handles.
+    match span.summary.take() {
+        Some(mut summary) => {
+            summary.seq = seq;
+            pending.spans.push(summary);
+        }
+        None => pending.unsummarised += 1,
     }
     Ok(true)
 }
@@ -826,10 +849,12 @@ fn store_log(
     pending
         .stats
         .log(tx, &mut pending.dims, f, agent.as_deref())?;
-    if let Some(summary) = &log.summary {
-        let mut summary = summary.clone();
-        summary.seq = seq;
-        pending.logs.push(summary);
+    match log.summary.take() {
+        Some(mut summary) => {
+            summary.seq = seq;
+            pending.logs.push(summary);
+        }
+        None => pending.unsummarised += 1,
     }
     Ok(true)
 }

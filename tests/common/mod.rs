@@ -4,6 +4,7 @@
 use aotel::{Config, Listeners};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -35,23 +36,7 @@ impl TestServer {
 
     pub async fn start_with(config: Config) -> TestServer {
         let listeners = Listeners::ephemeral().await.expect("bind loopback ports");
-        let (grpc, http, api) = listeners.addrs();
-        let db = config.db.clone();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let handle = tokio::spawn(aotel::run(config, listeners, async {
-            let _ = stopped.await;
-        }));
-        let server = TestServer {
-            grpc,
-            http,
-            api,
-            db,
-            dir: None,
-            stop: Some(stop),
-            handle: Some(handle),
-        };
-        server.wait_ready().await;
-        server
+        TestServer::start_bound(config, listeners).await
     }
 
     /// A server on listeners the caller bound (e.g. the same ports again, to bring a downstream back).
@@ -188,4 +173,82 @@ pub async fn get_raw(
         .unwrap_or("")
         .to_string();
     (status, ctype, resp.bytes().await.expect("body").to_vec())
+}
+
+/// A CA and a certificate for localhost/127.0.0.1 it signed, made with the openssl command.
+pub fn make_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("the openssl command (apt-get install openssl)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=aotel test CA",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            "leaf.key",
+            "-out",
+            "leaf.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "leaf.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("leaf.pem"),
+        dir.join("leaf.key"),
+    )
 }
