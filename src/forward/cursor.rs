@@ -14,7 +14,7 @@
 use super::Signal;
 use crate::model::time::now_ns;
 use crate::store::StoreError;
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, Transaction};
 use serde::Serialize;
 
 /// The cursor of a signal that is not forwarded to a destination.
@@ -235,15 +235,4 @@ pub fn lag(
     }
     Ok(c.prepare_cached(count_sql)?
         .query_row(params![cursor, exact_up_to], |r| r.get(0))?)
-}
-
-/// The stored cursor, if the destination is configured.
-pub fn load(c: &Connection, destination: i64, signal: Signal) -> Result<Option<i64>, StoreError> {
-    let sql = match signal {
-        Signal::Spans => "SELECT span_seq FROM forward_cursors WHERE destination = ?1",
-        Signal::Logs => "SELECT log_seq FROM forward_cursors WHERE destination = ?1",
-    };
-    Ok(c.prepare_cached(sql)?
-        .query_row([destination], |r| r.get(0))
-        .optional()?)
 }
