@@ -1,5 +1,6 @@
 //! Crash consistency: under OTLP load, aotel is SIGKILLed at random moments and restarted on the same
-//! file; every span acknowledged before a kill must be there afterwards, and the file must stay intact.
+//! file; every span acknowledged before a kill must be there afterwards, the file must stay intact, and
+//! the session-file watcher must resume where it stopped.
 //!
 //! CI runs 5 kills; `AOTEL_CRASH_ROUNDS=20 cargo test --release --test crash` is the long run.
 
@@ -26,7 +27,7 @@ struct Aotel {
 }
 
 /// Starts aotel on free ports; if it exits (another process took a port in between), tries new ones.
-fn start(db: &Path) -> Aotel {
+fn start(db: &Path, watch: &Path) -> Aotel {
     for _ in 0..5 {
         let (grpc, http, api) = (free_port(), free_port(), free_port());
         let mut child = Command::new(env!("CARGO_BIN_EXE_aotel"))
@@ -35,6 +36,9 @@ fn start(db: &Path) -> Aotel {
             .args(["--api", &format!("127.0.0.1:{api}")])
             .arg("--db")
             .arg(db)
+            .arg("--watch")
+            .arg(watch)
+            .args(["--watch-poll-ms", "20"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -112,6 +116,23 @@ fn jitter(state: &mut u64, lo_ms: u64, hi_ms: u64) -> Duration {
 async fn acknowledged_spans_survive_sigkill() {
     let dir = tempfile::tempdir().expect("tmp");
     let db = dir.path().join("crash.db");
+    // A session file the watcher follows; it grows a few lines per round, across the kills.
+    let sessions = dir.path().join("sessions");
+    std::fs::create_dir_all(&sessions).expect("dir");
+    let fixtures =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ao-sessions");
+    std::fs::copy(
+        fixtures.join("architect.meta.json"),
+        sessions.join("architect.meta.json"),
+    )
+    .expect("meta");
+    let lines: Vec<String> = std::fs::read_to_string(fixtures.join("architect.jsonl"))
+        .expect("fixture")
+        .lines()
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let transcript = sessions.join("architect.jsonl");
+    let mut written = 0;
     let acked: Arc<Mutex<Vec<u64>>> = Arc::default();
     let next = Arc::new(AtomicU64::new(1));
     let mut seed = std::time::SystemTime::now()
@@ -121,7 +142,21 @@ async fn acknowledged_spans_survive_sigkill() {
     let client = reqwest::Client::new();
     let total_rounds = rounds();
     for round in 0..total_rounds {
-        let mut aotel = start(&db);
+        let mut aotel = start(&db, &sessions);
+        // Part of the transcript arrives while this instance runs; the rest after restarts.
+        let upto = ((round + 1) * lines.len()).div_ceil(total_rounds);
+        {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&transcript)
+                .expect("transcript");
+            for line in &lines[written..upto] {
+                f.write_all(line.as_bytes()).expect("append");
+            }
+            written = upto;
+        }
         let url = format!("http://127.0.0.1:{}/v1/traces", aotel.http);
         let stop = Arc::new(AtomicBool::new(false));
         let mut senders = Vec::new();
@@ -164,7 +199,7 @@ async fn acknowledged_spans_survive_sigkill() {
         );
 
         // Restart on the same file: everything acknowledged so far must be there, whole.
-        let mut again = start(&db);
+        let mut again = start(&db, &sessions);
         let conn =
             rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
                 .expect("open read-only");
@@ -199,6 +234,34 @@ async fn acknowledged_spans_survive_sigkill() {
         );
         drop(stmt);
         drop(conn);
+        if written == lines.len() {
+            // The whole transcript has been appended across the kills: the watcher resumed each time.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let counters: Option<String> = rusqlite::Connection::open_with_flags(
+                    &db,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+                )
+                .and_then(|c| {
+                    c.query_row(
+                        "SELECT counters FROM sessions WHERE key = 'd796e8ba-ef3c-453f-97d7-b644930563f5'",
+                        [],
+                        |r| r.get(0),
+                    )
+                })
+                .ok();
+                let v: serde_json::Value =
+                    serde_json::from_str(counters.as_deref().unwrap_or("{}")).unwrap_or_default();
+                if v["tool_calls"] == 5 && v["runs"] == 2 && v["tool_errors"] == 1 {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the watched session is incomplete after restarts: {v}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         again.child.kill().expect("kill");
         again.child.wait().expect("reap");
         eprintln!(
