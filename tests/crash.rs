@@ -4,60 +4,27 @@
 //!
 //! CI runs 5 kills; `AOTEL_CRASH_ROUNDS=20 cargo test --release --test crash` is the long run.
 
+mod common;
+
+use common::AotelProcess;
+
 use aotel::model::{attrs::kv_str, ExportTraceServiceRequest, ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use std::collections::HashSet;
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-struct Aotel {
-    child: Child,
-    http: u16,
-}
-
-/// Starts aotel on free ports; if it exits (another process took a port in between), tries new ones.
-fn start(db: &Path, watch: &Path) -> Aotel {
-    for _ in 0..5 {
-        let (grpc, http, api) = (free_port(), free_port(), free_port());
-        let mut child = Command::new(env!("CARGO_BIN_EXE_aotel"))
-            .args(["--grpc", &format!("127.0.0.1:{grpc}")])
-            .args(["--http", &format!("127.0.0.1:{http}")])
-            .args(["--api", &format!("127.0.0.1:{api}")])
-            .arg("--db")
-            .arg(db)
-            .arg("--watch")
-            .arg(watch)
-            .args(["--watch-poll-ms", "20"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn aotel");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if std::net::TcpStream::connect(("127.0.0.1", api)).is_ok() {
-                return Aotel { child, http };
-            }
-            if child.try_wait().expect("try_wait").is_some() || Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    panic!("aotel did not start listening");
+fn start(db: &Path, watch: &Path) -> AotelProcess {
+    common::spawn_aotel(&[
+        "--db".as_ref(),
+        db.as_os_str(),
+        "--watch".as_ref(),
+        watch.as_os_str(),
+        "--watch-poll-ms".as_ref(),
+        "20".as_ref(),
+    ])
 }
 
 /// One request of 50 spans in its own trace; the trace id encodes `n` so acknowledged ones can be found.

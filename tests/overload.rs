@@ -6,11 +6,13 @@
 //! CI offers load for 4 s; `AOTEL_OVERLOAD_SECONDS=60 cargo test --release --test overload -- --nocapture`
 //! is the long run. Both print the figures.
 
+mod common;
+
+use common::AotelProcess;
+
 use aotel::model::{attrs::kv_str, ExportTraceServiceRequest, ResourceSpans, ScopeSpans, Span};
 use prost::Message;
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,55 +26,16 @@ const SPANS_PER_REQUEST: u64 = 50;
 /// The request sent after the load, numbered apart from the load's.
 const RECOVERY: u64 = 1 << 40;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-struct Aotel {
-    child: Child,
-    http: u16,
-}
-
-impl Drop for Aotel {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(db: &Path) -> Aotel {
-    for _ in 0..5 {
-        let (grpc, http, api) = (free_port(), free_port(), free_port());
-        let mut child = Command::new(env!("CARGO_BIN_EXE_aotel"))
-            .args(["--grpc", &format!("127.0.0.1:{grpc}")])
-            .args(["--http", &format!("127.0.0.1:{http}")])
-            .args(["--api", &format!("127.0.0.1:{api}")])
-            .args(["--queue-bytes", &QUEUE_BYTES.to_string()])
-            .args(["--max-request-bytes", &QUEUE_BYTES.to_string()])
-            .arg("--db")
-            .arg(db)
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn aotel");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if std::net::TcpStream::connect(("127.0.0.1", api)).is_ok() {
-                return Aotel { child, http };
-            }
-            if child.try_wait().expect("try_wait").is_some() || Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    panic!("aotel did not start listening");
+fn start(db: &Path) -> AotelProcess {
+    let queue = QUEUE_BYTES.to_string();
+    common::spawn_aotel(&[
+        "--queue-bytes".as_ref(),
+        queue.as_ref(),
+        "--max-request-bytes".as_ref(),
+        queue.as_ref(),
+        "--db".as_ref(),
+        db.as_os_str(),
+    ])
 }
 
 fn trace_id(n: u64) -> Vec<u8> {

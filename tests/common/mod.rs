@@ -252,3 +252,62 @@ pub fn make_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
         dir.join("leaf.key"),
     )
 }
+
+/// The real `aotel` binary on free loopback ports, as a user runs it; killed when dropped.
+pub struct AotelProcess {
+    pub child: std::process::Child,
+    pub grpc: u16,
+    pub http: u16,
+    pub api: u16,
+}
+
+impl Drop for AotelProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Starts `aotel` with `args` (and `RUST_LOG=warn`) once its API port answers. If it exits first
+/// (another process took one of the free ports in between), it tries new ports.
+pub fn spawn_aotel(args: &[&std::ffi::OsStr]) -> AotelProcess {
+    for _ in 0..5 {
+        let (grpc, http, api) = (free_port(), free_port(), free_port());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_aotel"))
+            .args(["--grpc", &format!("127.0.0.1:{grpc}")])
+            .args(["--http", &format!("127.0.0.1:{http}")])
+            .args(["--api", &format!("127.0.0.1:{api}")])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("spawn aotel");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", api)).is_ok() {
+                return AotelProcess {
+                    child,
+                    grpc,
+                    http,
+                    api,
+                };
+            }
+            if child.try_wait().expect("try_wait").is_some() || std::time::Instant::now() > deadline
+            {
+                let _ = child.kill();
+                let _ = child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    panic!("aotel did not start listening");
+}
