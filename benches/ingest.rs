@@ -302,10 +302,11 @@ fn main() {
     let pid = child.id();
     // One sequence across phases: every request is a new trace, never a duplicate.
     let seq = Arc::new(AtomicU64::new(1));
-    let mut max = rt.block_on(drive(grpc, http, &o, None, &seq));
-    report("aotel, max (ack after commit)", &mut max);
+    // Paced first: latency at a steady rate, not while the WAL of a saturation run is checkpointed.
     let mut paced = rt.block_on(drive(grpc, http, &o, Some(o.rate), &seq));
     report(&format!("aotel, paced at {}/s", o.rate), &mut paced);
+    let mut max = rt.block_on(drive(grpc, http, &o, None, &seq));
+    report("aotel, max (ack after commit)", &mut max);
     let rss = peak_rss_mb(pid);
     stop(child);
     let conn = rusqlite::Connection::open(&db).expect("open db");
