@@ -61,11 +61,8 @@ impl IntoResponse for V1Error {
 
 impl From<StoreError> for V1Error {
     fn from(e: StoreError) -> V1Error {
-        tracing::error!(error = %e, "Jaeger query failed");
-        V1Error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the store could not answer: {e}"),
-        )
+        let (status, message) = super::store_failure("jaeger", e);
+        V1Error(status, message)
     }
 }
 
@@ -809,6 +806,19 @@ struct TracesData<'a> {
     resource_spans: &'a [ResourceSpans],
 }
 
+/// api_v3's answer for the spans found: `{"result": {"resourceSpans": [...]}}`, or None when there are
+/// none (then the caller answers the documented 404).
+fn v3_body(spans: Vec<crate::store::StoredSpan>) -> Option<Vec<u8>> {
+    (!spans.is_empty()).then(|| {
+        let rs = to_resource_spans(spans);
+        to_json(&Wrapped {
+            result: TracesData {
+                resource_spans: &rs,
+            },
+        })
+    })
+}
+
 fn not_found() -> V3Error {
     V3Error(StatusCode::NOT_FOUND, "trace not found".into())
 }
@@ -829,14 +839,7 @@ async fn v3_trace(
         .reader
         .with(move |c| {
             let spans = load_trace(c, &id)?;
-            Ok((!spans.is_empty()).then(|| {
-                let rs = to_resource_spans(spans);
-                to_json(&Wrapped {
-                    result: TracesData {
-                        resource_spans: &rs,
-                    },
-                })
-            }))
+            Ok(v3_body(spans))
         })
         .await?;
     body.map(|b| json_response(StatusCode::OK, b))
@@ -922,14 +925,7 @@ async fn v3_find_traces(
             for hit in &found.traces {
                 spans.extend(load_trace(c, &hit.trace_id)?);
             }
-            Ok((!spans.is_empty()).then(|| {
-                let rs = to_resource_spans(spans);
-                to_json(&Wrapped {
-                    result: TracesData {
-                        resource_spans: &rs,
-                    },
-                })
-            }))
+            Ok(v3_body(spans))
         })
         .await?;
     body.map(|b| json_response(StatusCode::OK, b))

@@ -58,13 +58,19 @@ impl ApiError {
     }
 }
 
+/// How every read API answers a store failure: logged once here, `503` with what went wrong.
+pub fn store_failure(api: &str, e: crate::store::StoreError) -> (StatusCode, String) {
+    tracing::error!(error = %e, api, "query failed");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("the store could not answer: {e}"),
+    )
+}
+
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> ApiError {
-        tracing::error!(error = %e, "query failed");
-        ApiError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            message: format!("the store could not answer: {e}"),
-        }
+        let (status, message) = store_failure("aotel", e);
+        ApiError { status, message }
     }
 }
 

@@ -82,11 +82,8 @@ impl IntoResponse for TempoError {
 
 impl From<StoreError> for TempoError {
     fn from(e: StoreError) -> TempoError {
-        tracing::error!(error = %e, "Tempo query failed");
-        TempoError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the store could not answer: {e}"),
-        )
+        let (status, message) = super::store_failure("tempo", e);
+        TempoError(status, message)
     }
 }
 
