@@ -211,6 +211,15 @@ async fn find_spans(
         .await
 }
 
+/// A run span for an old-API session, started (or, for a stop without a start, ended) at the event.
+fn run_spec(sid: &str, stable_name: String, ev: &Event) -> SpanSpec {
+    let mut r = SpanSpec::new(sid, stable_name, "invoke_agent".into(), ev.ts, ev.ts);
+    r.str("gen_ai.operation.name", "invoke_agent")
+        .str("gen_ai.provider.name", "anthropic");
+    r.opt_str("ao.session.name", ev.name.as_deref());
+    r
+}
+
 /// The run an event belongs to: the latest run of the session that started by then.
 async fn current_run(
     app: &AppState,
@@ -239,16 +248,7 @@ async fn to_batch(app: &AppState, ev: &Event) -> Result<Batch, StoreError> {
     let mut error = false;
     match &ev.kind {
         Kind::SessionStart => {
-            let mut r = SpanSpec::new(
-                sid,
-                format!("run:{sid}:legacy:{}", ev.ts),
-                "invoke_agent".into(),
-                ev.ts,
-                ev.ts,
-            );
-            r.str("gen_ai.operation.name", "invoke_agent")
-                .str("gen_ai.provider.name", "anthropic");
-            r.opt_str("ao.session.name", ev.name.as_deref());
+            let mut r = run_spec(sid, format!("run:{sid}:legacy:{}", ev.ts), ev);
             r.in_progress = true;
             let span = r.to_span();
             log_span = Some(span.span_id.clone());
@@ -341,19 +341,7 @@ async fn to_batch(app: &AppState, ev: &Event) -> Result<Batch, StoreError> {
             error = exit_code.is_some_and(|c| c != 0);
             let mut span = match run {
                 Some(r) => r.span,
-                None => {
-                    let mut r = SpanSpec::new(
-                        sid,
-                        format!("run:{sid}:legacy:stop:{}", ev.ts),
-                        "invoke_agent".into(),
-                        ev.ts,
-                        ev.ts,
-                    );
-                    r.str("gen_ai.operation.name", "invoke_agent")
-                        .str("gen_ai.provider.name", "anthropic");
-                    r.opt_str("ao.session.name", ev.name.as_deref());
-                    r.to_span()
-                }
+                None => run_spec(sid, format!("run:{sid}:legacy:stop:{}", ev.ts), ev).to_span(),
             };
             attr_drop(&mut span, "ao.in_progress");
             attr_drop(&mut span, "ao.exit_code");
