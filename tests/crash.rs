@@ -8,8 +8,6 @@ mod common;
 
 use common::AotelProcess;
 
-use aotel::model::{attrs::kv_str, ExportTraceServiceRequest, ResourceSpans, ScopeSpans, Span};
-use prost::Message;
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,43 +23,6 @@ fn start(db: &Path, watch: &Path) -> AotelProcess {
         "--watch-poll-ms".as_ref(),
         "20".as_ref(),
     ])
-}
-
-/// One request of 50 spans in its own trace; the trace id encodes `n` so acknowledged ones can be found.
-fn request(n: u64) -> Vec<u8> {
-    let mut trace_id = vec![0xc5; 8];
-    trace_id.extend_from_slice(&n.to_be_bytes());
-    let spans = (1..=50u64)
-        .map(|i| Span {
-            trace_id: trace_id.clone(),
-            span_id: i.to_be_bytes().to_vec(),
-            parent_span_id: if i == 1 {
-                vec![]
-            } else {
-                1u64.to_be_bytes().to_vec()
-            },
-            name: "execute_tool Bash".into(),
-            start_time_unix_nano: 1_700_000_000_000_000_000 + n * 1000 + i,
-            end_time_unix_nano: 1_700_000_000_000_000_000 + n * 1000 + i + 500,
-            attributes: vec![
-                kv_str("gen_ai.operation.name", "execute_tool"),
-                kv_str("gen_ai.tool.name", "Bash"),
-                kv_str("gen_ai.conversation.id", format!("crash-{}", n % 7)),
-                kv_str("gen_ai.tool.call.result", "x".repeat(300)),
-            ],
-            ..Default::default()
-        })
-        .collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
 }
 
 fn rounds() -> usize {
@@ -141,7 +102,7 @@ async fn acknowledged_spans_survive_sigkill() {
                     let sent = client
                         .post(&url)
                         .header("content-type", "application/x-protobuf")
-                        .body(request(n))
+                        .body(common::load_request(0xc5, n, 50, "crash", 300))
                         .send()
                         .await;
                     match sent {
@@ -178,9 +139,9 @@ async fn acknowledged_spans_survive_sigkill() {
             .prepare("SELECT COUNT(*) FROM spans WHERE trace_id = ?1")
             .expect("prepare");
         for n in &acked_now {
-            let mut trace_id = vec![0xc5; 8];
-            trace_id.extend_from_slice(&n.to_be_bytes());
-            let count: i64 = stmt.query_row([trace_id], |r| r.get(0)).expect("count");
+            let count: i64 = stmt
+                .query_row([common::load_trace_id(0xc5, *n)], |r| r.get(0))
+                .expect("count");
             assert_eq!(
                 count, 50,
                 "round {round}: acknowledged request {n} has {count} of 50 spans"

@@ -10,8 +10,6 @@ mod common;
 
 use common::AotelProcess;
 
-use aotel::model::{attrs::kv_str, ExportTraceServiceRequest, ResourceSpans, ScopeSpans, Span};
-use prost::Message;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,6 +21,15 @@ const QUEUE_BYTES: usize = 1 << 20;
 const RSS_BOUND_KIB: u64 = 256 * 1024;
 const CLIENTS: usize = 32;
 const SPANS_PER_REQUEST: u64 = 50;
+
+/// One request of 50 spans (~110 KB) in its own trace, so stored and refused ones can be told apart.
+fn request(n: u64) -> Vec<u8> {
+    common::load_request(0x0e, n, SPANS_PER_REQUEST, "overload", 2048)
+}
+
+fn trace_id(n: u64) -> Vec<u8> {
+    common::load_trace_id(0x0e, n)
+}
 /// The request sent after the load, numbered apart from the load's.
 const RECOVERY: u64 = 1 << 40;
 
@@ -36,42 +43,6 @@ fn start(db: &Path) -> AotelProcess {
         "--db".as_ref(),
         db.as_os_str(),
     ])
-}
-
-fn trace_id(n: u64) -> Vec<u8> {
-    let mut id = vec![0x0e; 8];
-    id.extend_from_slice(&n.to_be_bytes());
-    id
-}
-
-/// One request of 50 spans (~110 KB) in its own trace, so stored and refused ones can be told apart.
-fn request(n: u64) -> Vec<u8> {
-    let spans = (1..=SPANS_PER_REQUEST)
-        .map(|i| Span {
-            trace_id: trace_id(n),
-            span_id: i.to_be_bytes().to_vec(),
-            name: "execute_tool Bash".into(),
-            start_time_unix_nano: 1_700_000_000_000_000_000 + n * 1000 + i,
-            end_time_unix_nano: 1_700_000_000_000_000_000 + n * 1000 + i + 500,
-            attributes: vec![
-                kv_str("gen_ai.operation.name", "execute_tool"),
-                kv_str("gen_ai.tool.name", "Bash"),
-                kv_str("gen_ai.conversation.id", format!("overload-{}", n % 5)),
-                kv_str("gen_ai.tool.call.result", "x".repeat(2048)),
-            ],
-            ..Default::default()
-        })
-        .collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
 }
 
 fn vm_hwm_kib(pid: u32) -> u64 {

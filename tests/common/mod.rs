@@ -311,3 +311,50 @@ pub fn spawn_aotel(args: &[&std::ffi::OsStr]) -> AotelProcess {
     }
     panic!("aotel did not start listening");
 }
+
+/// The trace id of request `n` in a load test: `tag` repeated, then `n`, so a test can find which of
+/// its requests were stored.
+pub fn load_trace_id(tag: u8, n: u64) -> Vec<u8> {
+    let mut id = vec![tag; 8];
+    id.extend_from_slice(&n.to_be_bytes());
+    id
+}
+
+/// One encoded OTLP request of `spans` Bash tool calls (the first one the parent of the rest) in trace
+/// `load_trace_id(tag, n)`, in session `{session}-{n % 7}`, each with `result_bytes` of output.
+pub fn load_request(tag: u8, n: u64, spans: u64, session: &str, result_bytes: usize) -> Vec<u8> {
+    use aotel::model::{attrs::kv_str, ExportTraceServiceRequest, ResourceSpans, ScopeSpans, Span};
+    use prost::Message;
+    let trace_id = load_trace_id(tag, n);
+    let spans = (1..=spans)
+        .map(|i| Span {
+            trace_id: trace_id.clone(),
+            span_id: i.to_be_bytes().to_vec(),
+            parent_span_id: if i == 1 {
+                vec![]
+            } else {
+                1u64.to_be_bytes().to_vec()
+            },
+            name: "execute_tool Bash".into(),
+            start_time_unix_nano: 1_700_000_000_000_000_000 + n * 1000 + i,
+            end_time_unix_nano: 1_700_000_000_000_000_000 + n * 1000 + i + 500,
+            attributes: vec![
+                kv_str("gen_ai.operation.name", "execute_tool"),
+                kv_str("gen_ai.tool.name", "Bash"),
+                kv_str("gen_ai.conversation.id", format!("{session}-{}", n % 7)),
+                kv_str("gen_ai.tool.call.result", "x".repeat(result_bytes)),
+            ],
+            ..Default::default()
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
