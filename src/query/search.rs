@@ -11,7 +11,7 @@
 
 use super::traceql::{Cond, Expr, Field, Literal, Op, Scope, SpanRef};
 use crate::model::{InstrumentationScope, Resource, Span};
-use crate::store::index::{attr_hash, indexable};
+use crate::store::index::{attr_hash, indexable, indexed_upto};
 use crate::store::StoreError;
 use prost::Message;
 use rusqlite::types::Value as Sql;
@@ -237,11 +237,13 @@ fn narrow_one(c: &Connection, cond: &Cond, n: &mut Narrowing) -> rusqlite::Resul
     }
 }
 
-/// A cheap bounded count of a path's rows in the time range.
-fn estimate(c: &Connection, path: &Path, lo: i64, hi: i64) -> rusqlite::Result<i64> {
+/// A cheap bounded count of a path's rows in the time range. The attribute path also counts every
+/// span above `indexed` (not in the index yet), which it has to check.
+fn estimate(c: &Connection, path: &Path, lo: i64, hi: i64, indexed: i64) -> rusqlite::Result<i64> {
     let (sql, key): (&str, Sql) = match path {
         Path::Attr(h) => (
-            "SELECT COUNT(*) FROM (SELECT 1 FROM span_attrs WHERE h = ?1 AND start_ns BETWEEN ?2 AND ?3 LIMIT ?4)",
+            "SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM span_attrs WHERE h = ?1 AND start_ns BETWEEN ?2 AND ?3 LIMIT ?4))
+                + (SELECT COUNT(*) FROM (SELECT 1 FROM spans WHERE seq > ?5 AND start_ns BETWEEN ?2 AND ?3 LIMIT ?4))",
             (*h).into(),
         ),
         Path::Service(s) => (
@@ -253,8 +255,12 @@ fn estimate(c: &Connection, path: &Path, lo: i64, hi: i64) -> rusqlite::Result<i
             Sql::Null,
         ),
     };
-    c.prepare_cached(sql)?
-        .query_row(params![key, lo, hi, ESTIMATE_CAP], |r| r.get(0))
+    let mut stmt = c.prepare_cached(sql)?;
+    if matches!(path, Path::Attr(_)) {
+        stmt.query_row(params![key, lo, hi, ESTIMATE_CAP, indexed], |r| r.get(0))
+    } else {
+        stmt.query_row(params![key, lo, hi, ESTIMATE_CAP], |r| r.get(0))
+    }
 }
 
 /// Decoded resources and scopes by id, loaded on first use.
@@ -315,7 +321,7 @@ pub fn search(c: &Connection, p: &SearchParams) -> Result<Outcome, StoreError> {
     let limit = p.limit.clamp(1, MAX_LIMIT);
     let lo = p.start_min.unwrap_or(i64::MIN);
     let hi = p.start_max.unwrap_or(i64::MAX);
-    let mut out = Outcome {
+    let out = Outcome {
         complete: true,
         ..Outcome::default()
     };
@@ -335,9 +341,10 @@ pub fn search(c: &Connection, p: &SearchParams) -> Result<Outcome, StoreError> {
     let mut paths: Vec<Path> = n.attr_hashes.iter().map(|h| Path::Attr(*h)).collect();
     paths.extend(n.services.iter().map(|s| Path::Service(s.clone())));
     paths.push(Path::All);
+    let indexed = indexed_upto(c)?;
     let mut best: Option<(i64, Path)> = None;
     for path in paths {
-        let est = estimate(c, &path, lo, hi)?;
+        let est = estimate(c, &path, lo, hi, indexed)?;
         if est == 0 {
             // Every path is exact: no row on one means no match at all.
             return Ok(out);
@@ -382,12 +389,29 @@ pub fn search(c: &Connection, p: &SearchParams) -> Result<Outcome, StoreError> {
          ORDER BY {order_start} DESC, {order_seq} DESC LIMIT ?"
     );
     let mut stmt = c.prepare(&sql)?;
-    let mut body_stmt = c.prepare_cached("SELECT body FROM spans WHERE seq = ?1")?;
-    let mut meta = MetaCache::default();
-    let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
-    let mut rejected: HashSet<Vec<u8>> = HashSet::new();
+    // The attribute index trails the spans (store::index::Backlog): on that path, the spans above
+    // `upto` are read directly, merged in newest first, and each checked against the whole condition.
+    let (upto, mut tail) = match &path {
+        Path::Attr(_) => (indexed, unindexed(c, indexed, lo, hi, &extra, &args)?),
+        _ => (i64::MAX, Vec::new()),
+    };
+    let mut walk = Walk {
+        c,
+        p,
+        n: &n,
+        limit,
+        body_stmt: c.prepare_cached("SELECT body FROM spans WHERE seq = ?1")?,
+        meta: MetaCache::default(),
+        index: HashMap::new(),
+        rejected: HashSet::new(),
+        out: Outcome {
+            complete: true,
+            ..Outcome::default()
+        },
+    };
     let mut cursor = (hi, i64::MAX);
     let mut chunk: i64 = 256;
+    let mut stopped = false;
     'scan: loop {
         let mut bind: Vec<Sql> = Vec::with_capacity(args.len() + 5);
         bind.extend(path_arg.clone());
@@ -411,69 +435,23 @@ pub fn search(c: &Connection, p: &SearchParams) -> Result<Outcome, StoreError> {
         let exhausted = (rows.len() as i64) < chunk;
         for cand in rows {
             cursor = (cand.start_ns, cand.seq);
-            if rejected.contains(&cand.trace_id) {
+            if cand.seq > upto {
+                // Indexed after `upto` was read: `tail` has it.
                 continue;
             }
-            if let Some(allowed) = &n.resources {
-                if !allowed.contains(&cand.resource_id) {
-                    continue;
-                }
-            }
-            let known = index.get(&cand.trace_id).copied();
-            let wants_span = known.is_none_or(|i| out.traces[i].spans.len() < p.keep_spans);
-            if n.exact && !wants_span {
-                if let Some(i) = known {
-                    out.traces[i].matched += 1;
-                }
-                continue;
-            }
-            if out.inspected >= MAX_INSPECTED {
-                out.complete = false;
-                break 'scan;
-            }
-            out.inspected += 1;
-            let body: Vec<u8> = body_stmt.query_row([cand.seq], |r| r.get(0))?;
-            let Ok(span) = Span::decode(body.as_slice()) else {
-                continue;
-            };
-            let resource = meta.resource(c, cand.resource_id)?;
-            let scope = meta.scope(c, cand.scope_id)?;
-            let view = SpanRef {
-                span: &span,
-                resource: &resource,
-                scope: &scope,
-            };
-            if !n.exact && !p.filter.matches(&view) {
-                continue;
-            }
-            let i = match known {
-                Some(i) => i,
-                None => {
-                    if (p.trace_min_duration.is_some() || p.trace_max_duration.is_some())
-                        && !trace_duration_ok(c, &cand.trace_id, p)?
-                    {
-                        rejected.insert(cand.trace_id);
-                        continue;
+            while tail
+                .last()
+                .is_some_and(|t| (t.start_ns, t.seq) > (cand.start_ns, cand.seq))
+            {
+                if let Some(t) = tail.pop() {
+                    if walk.consider(t, false)? {
+                        stopped = true;
+                        break 'scan;
                     }
-                    out.traces.push(TraceHit {
-                        trace_id: cand.trace_id.clone(),
-                        spans: Vec::new(),
-                        matched: 0,
-                    });
-                    index.insert(cand.trace_id, out.traces.len() - 1);
-                    out.traces.len() - 1
                 }
-            };
-            let hit = &mut out.traces[i];
-            hit.matched += 1;
-            if hit.spans.len() < p.keep_spans {
-                hit.spans.push(Matched {
-                    span,
-                    resource,
-                    scope,
-                });
             }
-            if out.traces.len() >= limit {
+            if walk.consider(cand, n.exact)? {
+                stopped = true;
                 break 'scan;
             }
         }
@@ -482,7 +460,133 @@ pub fn search(c: &Connection, p: &SearchParams) -> Result<Outcome, StoreError> {
         }
         chunk = (chunk * 4).min(8192);
     }
-    Ok(out)
+    while let Some(t) = tail.pop().filter(|_| !stopped) {
+        stopped = walk.consider(t, false)?;
+    }
+    Ok(walk.out)
+}
+
+/// Spans above `upto` in the time range that pass the SQL clauses, oldest first (so `pop` gives the
+/// newest); at most `MAX_INSPECTED`, the newest.
+fn unindexed(
+    c: &Connection,
+    upto: i64,
+    lo: i64,
+    hi: i64,
+    extra: &str,
+    args: &[Sql],
+) -> rusqlite::Result<Vec<Candidate>> {
+    if upto == i64::MAX {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT s.seq, s.trace_id, s.start_ns, s.resource_id, s.scope_id FROM spans s \
+         WHERE s.seq > ? AND s.start_ns >= ? AND s.start_ns <= ?{extra} \
+         ORDER BY s.start_ns DESC, s.seq DESC LIMIT ?"
+    );
+    let mut bind: Vec<Sql> = vec![upto.into(), lo.into(), hi.into()];
+    bind.extend(args.iter().cloned());
+    bind.push((MAX_INSPECTED as i64).into());
+    let mut rows: Vec<Candidate> = c
+        .prepare(&sql)?
+        .query_map(params_from_iter(bind.iter()), |r| {
+            Ok(Candidate {
+                seq: r.get(0)?,
+                trace_id: r.get(1)?,
+                start_ns: r.get(2)?,
+                resource_id: r.get(3)?,
+                scope_id: r.get(4)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    rows.reverse();
+    Ok(rows)
+}
+
+/// The state of one search while it walks its candidates.
+struct Walk<'a> {
+    c: &'a Connection,
+    p: &'a SearchParams,
+    n: &'a Narrowing,
+    limit: usize,
+    body_stmt: rusqlite::CachedStatement<'a>,
+    meta: MetaCache,
+    /// Position of each matched trace in `out.traces`.
+    index: HashMap<Vec<u8>, usize>,
+    /// Traces whose duration is out of bounds.
+    rejected: HashSet<Vec<u8>>,
+    out: Outcome,
+}
+
+impl Walk<'_> {
+    /// Takes one candidate span; `exact`: SQL has already decided that it matches. True once the search
+    /// is done (enough traces, or the inspection budget spent).
+    fn consider(&mut self, cand: Candidate, exact: bool) -> rusqlite::Result<bool> {
+        let (p, n) = (self.p, self.n);
+        if self.rejected.contains(&cand.trace_id) {
+            return Ok(false);
+        }
+        if let Some(allowed) = &n.resources {
+            if !allowed.contains(&cand.resource_id) {
+                return Ok(false);
+            }
+        }
+        let known = self.index.get(&cand.trace_id).copied();
+        let wants_span = known.is_none_or(|i| self.out.traces[i].spans.len() < p.keep_spans);
+        if exact && !wants_span {
+            if let Some(i) = known {
+                self.out.traces[i].matched += 1;
+            }
+            return Ok(false);
+        }
+        if self.out.inspected >= MAX_INSPECTED {
+            self.out.complete = false;
+            return Ok(true);
+        }
+        self.out.inspected += 1;
+        let body: Vec<u8> = self.body_stmt.query_row([cand.seq], |r| r.get(0))?;
+        let Ok(span) = Span::decode(body.as_slice()) else {
+            return Ok(false);
+        };
+        let resource = self.meta.resource(self.c, cand.resource_id)?;
+        let scope = self.meta.scope(self.c, cand.scope_id)?;
+        let view = SpanRef {
+            span: &span,
+            resource: &resource,
+            scope: &scope,
+        };
+        if !exact && !p.filter.matches(&view) {
+            return Ok(false);
+        }
+        let i = match known {
+            Some(i) => i,
+            None => {
+                if (p.trace_min_duration.is_some() || p.trace_max_duration.is_some())
+                    && !trace_duration_ok(self.c, &cand.trace_id, p)?
+                {
+                    self.rejected.insert(cand.trace_id);
+                    return Ok(false);
+                }
+                self.out.traces.push(TraceHit {
+                    trace_id: cand.trace_id.clone(),
+                    spans: Vec::new(),
+                    matched: 0,
+                });
+                self.index.insert(cand.trace_id, self.out.traces.len() - 1);
+                self.out.traces.len() - 1
+            }
+        };
+        let hit = &mut self.out.traces[i];
+        hit.matched += 1;
+        if hit.spans.len() < p.keep_spans {
+            hit.spans.push(Matched {
+                span,
+                resource,
+                scope,
+            });
+        }
+        Ok(self.out.traces.len() >= self.limit)
+    }
 }
 
 fn trace_duration_ok(c: &Connection, trace_id: &[u8], p: &SearchParams) -> rusqlite::Result<bool> {

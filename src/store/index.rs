@@ -6,6 +6,14 @@
 //! collision costs a wasted decode, never a wrong answer. Only short scalar values are indexed (long
 //! prompts and tool outputs are never searched for by equality); `indexable` tells the query side
 //! whether a value it looks for can be in the index at all.
+//!
+//! The rows are written behind the spans, not with them: a commit puts its spans' rows in a `Backlog`
+//! and the writer adds the backlog to `span_attrs` in large sorted batches (when it would otherwise wait,
+//! or once the backlog is big or old enough). Hashes are random, so row by row every insert lands on a
+//! different page and each commit rewrote thousands of pages; sorted in one batch, neighbouring rows
+//! share pages. `meta.span_attrs_upto` says which spans are indexed (every seq up to it), and searches
+//! check the spans above it directly (`query::search`). A crash loses only the backlog, which `catch_up`
+//! rebuilds from the span bodies at the next open.
 
 use crate::model::{any_value::Value, KeyValue, Resource, Span};
 use prost::Message;
@@ -18,6 +26,8 @@ pub const MAX_INDEXED_VALUE: usize = 64;
 pub const MAX_INDEXED_PER_SPAN: usize = 64;
 
 const BACKFILL_KEY: &str = "span_attrs_backfill";
+/// Every span with a seq at or below this meta value has its attribute rows in `span_attrs`.
+pub const UPTO_KEY: &str = "span_attrs_upto";
 const BACKFILL_CHUNK: i64 = 5_000;
 
 /// FNV-1a over `key`, a separator and `value`. Stored in the database, so it must never change.
@@ -62,37 +72,151 @@ pub fn hashes(attrs: &[KeyValue]) -> impl Iterator<Item = i64> + '_ {
     })
 }
 
-/// Adds the index rows of a span just stored under `seq`.
+/// Adds the index rows of a span stored under `seq`.
 pub fn index_span(tx: &Transaction, seq: i64, span: &Span) -> rusqlite::Result<()> {
-    let hashes: Vec<i64> = hashes(&span.attributes).collect();
-    index_hashes(tx, seq, span.start_time_unix_nano, &hashes)
-}
-
-/// Adds index rows from hashes computed beforehand.
-pub fn index_hashes(
-    tx: &Transaction,
-    seq: i64,
-    start_ns: u64,
-    hashes: &[i64],
-) -> rusqlite::Result<()> {
-    let mut stmt = tx
-        .prepare_cached("INSERT OR IGNORE INTO span_attrs(h, start_ns, seq) VALUES (?1, ?2, ?3)")?;
-    for h in hashes {
-        stmt.execute(params![h, start_ns as i64, seq])?;
+    let mut stmt = insert_stmt(tx)?;
+    let start = span.start_time_unix_nano as i64;
+    for h in hashes(&span.attributes) {
+        stmt.execute(params![h, start, seq])?;
     }
     Ok(())
 }
 
-/// Removes the rows of the copy of a span that a newer copy replaced.
-pub fn unindex_span(tx: &Transaction, seq: i64, body: &[u8]) -> rusqlite::Result<()> {
-    let Ok(span) = Span::decode(body) else {
+fn insert_stmt<'c>(tx: &'c Transaction) -> rusqlite::Result<rusqlite::CachedStatement<'c>> {
+    tx.prepare_cached("INSERT OR IGNORE INTO span_attrs(h, start_ns, seq) VALUES (?1, ?2, ?3)")
+}
+
+/// The highest seq up to which every span is indexed; searches check the spans above it themselves.
+pub fn indexed_upto(c: &Connection) -> rusqlite::Result<i64> {
+    let upto: Option<i64> = c
+        .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+        .query_row([UPTO_KEY], |r| r.get(0))
+        .optional()?;
+    Ok(upto.unwrap_or(i64::MAX))
+}
+
+/// Index rows of committed spans not yet in `span_attrs`, oldest span first.
+#[derive(Default)]
+pub struct Backlog {
+    /// (seq, hash, start_ns), in seq order.
+    rows: Vec<(i64, i64, i64)>,
+    spans: usize,
+    since: Option<std::time::Instant>,
+}
+
+impl Backlog {
+    pub fn push(&mut self, seq: i64, start_ns: u64, hashes: &[i64]) {
+        if hashes.is_empty() {
+            return;
+        }
+        self.rows
+            .extend(hashes.iter().map(|h| (seq, *h, start_ns as i64)));
+        self.spans += 1;
+        self.since.get_or_insert_with(std::time::Instant::now);
+    }
+
+    /// Drops the rows of a span copy that a newer copy replaced before they were written.
+    pub fn forget(&mut self, seq: i64) {
+        let from = self.rows.partition_point(|r| r.0 < seq);
+        let to = self.rows.partition_point(|r| r.0 <= seq);
+        if to > from {
+            self.rows.drain(from..to);
+            self.spans -= 1;
+        }
+    }
+
+    /// Moves `later`'s rows (all with higher seqs) to the end of this backlog.
+    pub fn append(&mut self, later: &mut Backlog) {
+        if later.rows.is_empty() {
+            return;
+        }
+        self.rows.append(&mut later.rows);
+        self.spans += std::mem::take(&mut later.spans);
+        self.since = self.since.or(later.since.take());
+    }
+
+    /// The seq of the oldest span waiting.
+    pub fn first_seq(&self) -> Option<i64> {
+        self.rows.first().map(|r| r.0)
+    }
+
+    pub fn spans(&self) -> usize {
+        self.spans
+    }
+
+    pub fn age(&self) -> std::time::Duration {
+        self.since.map(|t| t.elapsed()).unwrap_or_default()
+    }
+
+    /// Writes every waiting row in key order and records `upto` (the highest seq stored so far) as
+    /// indexed. The backlog is emptied only by `written`, once the transaction committed.
+    pub fn write(&self, tx: &Transaction, upto: i64) -> rusqlite::Result<()> {
+        let mut sorted: Vec<(i64, i64, i64)> = self
+            .rows
+            .iter()
+            .map(|&(seq, h, start)| (h, start, seq))
+            .collect();
+        sorted.sort_unstable();
+        let mut stmt = insert_stmt(tx)?;
+        for (h, start, seq) in sorted {
+            stmt.execute(params![h, start, seq])?;
+        }
+        set_upto(tx, upto)
+    }
+
+    /// After a failed write: the next attempt waits as long as a new backlog would.
+    pub fn retry_later(&mut self) {
+        self.since = Some(std::time::Instant::now());
+    }
+
+    pub fn written(&mut self) {
+        *self = Backlog::default();
+    }
+}
+
+fn set_upto(tx: &Transaction, upto: i64) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute(params![UPTO_KEY, upto])?;
+    Ok(())
+}
+
+/// Indexes the spans committed after the last written backlog (a crash lost it). Runs at open, before
+/// the writer starts.
+pub fn catch_up(conn: &mut Connection) -> rusqlite::Result<()> {
+    let upto = indexed_upto(conn)?;
+    let max: i64 = conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM spans", [], |r| r.get(0))?;
+    if upto >= max {
         return Ok(());
-    };
-    let start = span.start_time_unix_nano as i64;
-    let mut stmt =
-        tx.prepare_cached("DELETE FROM span_attrs WHERE h = ?1 AND start_ns = ?2 AND seq = ?3")?;
-    for h in hashes(&span.attributes) {
-        stmt.execute(params![h, start, seq])?;
+    }
+    tracing::info!(
+        from_seq = upto + 1,
+        to_seq = max,
+        "indexing span attributes the last run did not write"
+    );
+    let mut from = upto;
+    while from < max {
+        let to = (from + BACKFILL_CHUNK).min(max);
+        let tx = conn.transaction()?;
+        index_seqs(&tx, from, to)?;
+        set_upto(&tx, to)?;
+        tx.commit()?;
+        from = to;
+    }
+    Ok(())
+}
+
+/// Indexes the spans with `after < seq <= upto`.
+fn index_seqs(tx: &Transaction, after: i64, upto: i64) -> rusqlite::Result<()> {
+    let rows: Vec<(i64, Vec<u8>)> = tx
+        .prepare_cached("SELECT seq, body FROM spans WHERE seq > ?1 AND seq <= ?2")?
+        .query_map(params![after, upto], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (seq, body) in rows {
+        if let Ok(span) = Span::decode(body.as_slice()) {
+            index_span(tx, seq, &span)?;
+        }
     }
     Ok(())
 }
@@ -140,17 +264,7 @@ pub fn backfill(conn: &mut Connection) -> rusqlite::Result<()> {
     // Newest first, so a search over recent data is right as soon as possible after an interruption.
     while upto > 0 {
         let tx = conn.transaction()?;
-        let rows: Vec<(i64, Vec<u8>)> = tx
-            .prepare("SELECT seq, body FROM spans WHERE seq <= ?1 AND seq > ?2 ORDER BY seq DESC")?
-            .query_map(params![upto, upto - BACKFILL_CHUNK], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        for (seq, body) in rows {
-            if let Ok(span) = Span::decode(body.as_slice()) {
-                index_span(&tx, seq, &span)?;
-            }
-        }
+        index_seqs(&tx, upto - BACKFILL_CHUNK, upto)?;
         upto -= BACKFILL_CHUNK;
         if upto > 0 {
             tx.execute(

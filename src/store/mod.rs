@@ -149,6 +149,7 @@ pub fn open(path: &Path, opts: &StoreOptions) -> Result<Store, StoreError> {
     }
     schema::migrate(&mut conn)?;
     index::backfill(&mut conn)?;
+    index::catch_up(&mut conn)?;
     let reader = Reader::new(path.to_path_buf());
     let checkpointer = Checkpointer::spawn(path)?;
     let (writer, thread) = writer::spawn(conn, opts)?;

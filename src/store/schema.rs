@@ -180,6 +180,14 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX forward_dead_letters_by_destination ON forward_dead_letters(destination, id);
     "#,
+    // 8: the attribute index is written behind the spans (store::index::Backlog); `span_attrs_upto`
+    // says how far it has come, and up to here every span was indexed with its commit. `spans_by_tool`
+    // answered no query that `spans_by_session` does not, and cost every tool span an insert.
+    r#"
+    DROP INDEX spans_by_tool;
+    INSERT INTO meta(key, value) VALUES ('span_attrs_upto', (SELECT COALESCE(MAX(seq), 0) FROM spans))
+        ON CONFLICT(key) DO UPDATE SET value = excluded.value;
+    "#,
 ];
 
 pub fn version(conn: &Connection) -> rusqlite::Result<usize> {

@@ -1,6 +1,7 @@
 //! The one writer: owns the write connection, group-commits queued batches, acknowledges each only after
 //! its transaction committed, then tells the live hub what changed.
 
+use super::index::Backlog;
 use super::prepare::{prepare, Meta, Prepared, PreparedLog, PreparedResource, PreparedSpan};
 use super::session::{Counters, SessionRow};
 use super::stats::{label, Dims, StatsDelta};
@@ -19,6 +20,14 @@ use tokio::sync::{broadcast, mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 /// How many spans and logs one transaction takes at most; larger groups only add latency.
 const GROUP_ITEMS: usize = 50_000;
 const CACHE_LIMIT: usize = 100_000;
+/// The attribute index backlog (store::index) is written when the writer would otherwise wait and at
+/// least this many spans are in it, ...
+const INDEX_IDLE_SPANS: usize = 4_096;
+/// ... or when it is this old, ...
+const INDEX_MAX_AGE: std::time::Duration = std::time::Duration::from_millis(250);
+/// ... and even while requests wait once it holds this many spans, which bounds what a search has to
+/// check without the index.
+const INDEX_MAX_SPANS: usize = 16_384;
 
 /// What was stored for one write.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -275,6 +284,10 @@ struct WriterState {
     resources: HashMap<[u8; 16], i64>,
     scopes: HashMap<[u8; 16], i64>,
     operations: Operations,
+    /// Attribute index rows of committed spans, not written yet.
+    backlog: Backlog,
+    /// Waits with a timeout for the next message while the backlog ages.
+    timer: tokio::runtime::Runtime,
 }
 
 /// Known (service, operation name) pairs with a bit per span kind, looked up without allocating.
@@ -293,6 +306,10 @@ struct Pending {
     stats: StatsDelta,
     /// Lent by the writer state for the transaction (re-read if it rolls back).
     dims: Dims,
+    /// This transaction's attribute index rows; they join the writer's backlog once it committed.
+    backlog: Backlog,
+    /// Seqs of replaced span copies whose rows may still be in the writer's backlog.
+    replaced: Vec<i64>,
 }
 
 impl WriterState {
@@ -306,6 +323,11 @@ impl WriterState {
             resources: HashMap::new(),
             scopes: HashMap::new(),
             operations: HashMap::new(),
+            backlog: Backlog::default(),
+            timer: tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .map_err(StoreError::Io)?,
         };
         state.reload()?;
         Ok(state)
@@ -341,9 +363,11 @@ impl WriterState {
     ) {
         let mut stopping = false;
         while !stopping {
-            let first = match rx.blocking_recv() {
+            let first = match self.next_message(&mut rx) {
                 Some(Msg::Job(job)) => job,
                 Some(Msg::Run(task)) => {
+                    // Other writes (retention above all) expect every stored span to be indexed.
+                    self.write_index();
                     task(&mut self.conn);
                     continue;
                 }
@@ -405,14 +429,71 @@ impl WriterState {
                 }
             }
             if let Some(task) = run_after {
+                self.write_index();
                 task(&mut self.conn);
             }
         }
         rx.close();
+        self.write_index();
         if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
             tracing::warn!(error = %e, "final checkpoint failed");
         }
         tracing::debug!("writer stopped");
+    }
+
+    /// The next message; while attribute index rows wait, writes them first when the time is right.
+    fn next_message(&mut self, rx: &mut mpsc::Receiver<Msg>) -> Option<Msg> {
+        loop {
+            if self.backlog.spans() == 0 {
+                return rx.blocking_recv();
+            }
+            match rx.try_recv() {
+                Ok(msg) => {
+                    if self.backlog.spans() >= INDEX_MAX_SPANS
+                        || self.backlog.age() >= 4 * INDEX_MAX_AGE
+                    {
+                        self.write_index();
+                    }
+                    return Some(msg);
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => return None,
+                Err(mpsc::error::TryRecvError::Empty) => {}
+            }
+            let age = self.backlog.age();
+            if self.backlog.spans() >= INDEX_IDLE_SPANS || age >= INDEX_MAX_AGE {
+                self.write_index();
+                continue;
+            }
+            // The timer must be made inside the runtime that drives it.
+            let wait = async { tokio::time::timeout(INDEX_MAX_AGE - age, rx.recv()).await };
+            if let Ok(msg) = self.timer.block_on(wait) {
+                return msg;
+            }
+        }
+    }
+
+    /// Writes the attribute index backlog in one sorted batch.
+    fn write_index(&mut self) {
+        if self.backlog.spans() == 0 {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let upto = self.next_span_seq - 1;
+        let written = self.conn.transaction().and_then(|tx| {
+            self.backlog.write(&tx, upto)?;
+            tx.commit()
+        });
+        match written {
+            Ok(()) => {
+                tracing::trace!(spans = self.backlog.spans(), took = ?started.elapsed(), "attribute index written");
+                self.backlog.written();
+            }
+            Err(e) => {
+                // Searches still find these spans (they check what is above `span_attrs_upto`).
+                tracing::warn!(error = %e, spans = self.backlog.spans(), "attribute index not written; will retry");
+                self.backlog.retry_later();
+            }
+        }
     }
 
     fn commit(
@@ -464,12 +545,21 @@ impl WriterState {
         }
         let sessions = write_sessions(&tx, &mut pending, seqs.0 - 1)?;
         pending.stats.flush(&tx)?;
+        let indexed_upto = self
+            .backlog
+            .first_seq()
+            .or(pending.backlog.first_seq())
+            .map_or(seqs.0 - 1, |seq| seq - 1);
         tx.prepare_cached(
-            "INSERT INTO meta(key, value) VALUES ('span_seq', ?1), ('log_seq', ?2)
+            "INSERT INTO meta(key, value) VALUES ('span_seq', ?1), ('log_seq', ?2), ('span_attrs_upto', ?3)
              ON CONFLICT(key) DO UPDATE SET value = excluded.value",
         )?
-        .execute(params![seqs.0 - 1, seqs.1 - 1])?;
+        .execute(params![seqs.0 - 1, seqs.1 - 1, indexed_upto])?;
         tx.commit()?;
+        for seq in pending.replaced.drain(..) {
+            self.backlog.forget(seq);
+        }
+        self.backlog.append(&mut pending.backlog);
         (self.next_span_seq, self.next_log_seq) = seqs;
         self.dims = std::mem::take(&mut pending.dims);
         self.metrics.observe_commit(started.elapsed().as_secs_f64());
@@ -651,6 +741,8 @@ fn store_span(
         for h in &old.attr_hashes {
             unindex.execute(params![h, old.start_ns as i64, old.seq])?;
         }
+        pending.backlog.forget(old.seq);
+        pending.replaced.push(old.seq);
         // The later copy wins; its seq moves forward so forwarders send the new version too.
         tx.prepare_cached(
             "UPDATE spans SET seq = ?1, parent_span_id = ?4, session = ?5, name = ?6, kind = ?7,
@@ -666,7 +758,7 @@ fn store_span(
             .apply_span(&old.facts, old.end_ns, -1);
         replaced = Some(old.facts);
     }
-    super::index::index_hashes(tx, seq, span.start_ns, &span.attr_hashes)?;
+    pending.backlog.push(seq, span.start_ns, &span.attr_hashes);
     *next_seq += 1;
     let state = session_mut(tx, pending, &f.session, &f.service)?;
     state.counters.apply_span(f, span.end_ns, 1);
