@@ -17,7 +17,7 @@ use crate::model::{
     ScopeSpans, Span, Status,
 };
 use crate::query::ApiError;
-use crate::store::{SessionFilter, StoreError, StoredSpan};
+use crate::store::{session_spans, SessionFilter, StoreError, StoredSpan};
 use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -228,8 +228,11 @@ async fn current_run(
 ) -> Result<Option<StoredSpan>, StoreError> {
     find_span(
         app,
-        "session = ?1 AND operation = 'invoke_agent' AND parent_span_id IS NULL AND start_ns <= ?2
-         ORDER BY start_ns DESC, seq DESC LIMIT 1",
+        concat!(
+            session_spans!(),
+            " AND operation = 'invoke_agent' AND parent_span_id IS NULL AND start_ns <= ?2
+              ORDER BY start_ns DESC, seq DESC LIMIT 1"
+        ),
         vec![
             session.to_string().into(),
             (ts.min(i64::MAX as u64) as i64).into(),
@@ -276,15 +279,21 @@ async fn to_batch(app: &AppState, ev: &Event) -> Result<Batch, StoreError> {
             error = err.is_some();
             let done_already = find_span(
                 app,
-                "session = ?1 AND operation = 'execute_tool' AND tool = ?2 AND end_ns = ?3 AND (flags & 1) = 0
-                 LIMIT 1",
+                concat!(
+                    session_spans!(),
+                    " AND operation = 'execute_tool' AND tool = ?2 AND end_ns = ?3 AND (flags & 1) = 0
+                      LIMIT 1"
+                ),
                 vec![sid.to_string().into(), tool.clone().into(), ts_i.into()],
             )
             .await?;
             let open = find_span(
                 app,
-                "session = ?1 AND operation = 'execute_tool' AND tool = ?2 AND (flags & 1) = 1 AND start_ns <= ?3
-                 ORDER BY start_ns, seq LIMIT 1",
+                concat!(
+                    session_spans!(),
+                    " AND operation = 'execute_tool' AND tool = ?2 AND (flags & 1) = 1 AND start_ns <= ?3
+                      ORDER BY start_ns, seq LIMIT 1"
+                ),
                 vec![sid.to_string().into(), tool.clone().into(), ts_i.into()],
             )
             .await?;
@@ -375,7 +384,10 @@ async fn to_batch(app: &AppState, ev: &Event) -> Result<Batch, StoreError> {
             // Tools still open when the session stops never got their post_tool: close them at the stop.
             let open = find_spans(
                 app,
-                "session = ?1 AND operation = 'execute_tool' AND (flags & 1) = 1 AND start_ns <= ?2 ORDER BY start_ns",
+                concat!(
+                    session_spans!(),
+                    " AND operation = 'execute_tool' AND (flags & 1) = 1 AND start_ns <= ?2 ORDER BY start_ns"
+                ),
                 vec![sid.to_string().into(), ts_i.into()],
             )
             .await?;

@@ -10,8 +10,18 @@ pub mod stats;
 mod writer;
 
 pub(crate) use read::spans_where;
+
+/// SQL for "the spans of session `?1`" (a literal, for `concat!`). Spans have no session index, which
+/// cost every span an insert: a session's traces (`session_traces`, one row per trace) lead to its
+/// spans through the trace id index.
+macro_rules! session_spans {
+    () => {
+        "trace_id IN (SELECT trace_id FROM session_traces WHERE session = ?1) AND session = ?1"
+    };
+}
 pub use read::{to_resource_logs, to_resource_spans, Reader, SessionFilter, StoredLog, StoredSpan};
 pub use session::SessionRow;
+pub(crate) use session_spans;
 pub use writer::{FileOffset, Receipt, Writer};
 
 use crate::model::facts::{LogFacts, SpanFacts};
@@ -136,8 +146,10 @@ pub fn open(path: &Path, opts: &StoreOptions) -> Result<Store, StoreError> {
     conn.pragma_update(None, "cache_size", -32768)?;
     // Checkpoints run on their own thread (below), so commits never wait for one.
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-    // Once a checkpoint has let the WAL start over, its file is cut back to this size.
-    conn.pragma_update(None, "journal_size_limit", 64 << 20)?;
+    // When a checkpoint lets the WAL start over, a file larger than this is cut back. Under load the
+    // WAL stays below it (see `Checkpointer`), so commits overwrite blocks the file already has instead
+    // of growing it again after every cut; an idle store truncates it (also `Checkpointer`).
+    conn.pragma_update(None, "journal_size_limit", WAL_RESTART_BYTES as i64)?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     let found = schema::version(&conn)?;
     if found > schema::MIGRATIONS.len() {
@@ -163,7 +175,8 @@ pub fn open(path: &Path, opts: &StoreOptions) -> Result<Store, StoreError> {
 
 /// Copies committed pages from the WAL into the database file on its own connection, so the writer's
 /// commits never pay for a checkpoint. Passive checkpoints never block the writer; when the WAL has grown
-/// past `WAL_RESTART_BYTES` anyway (readers pinning it), a RESTART makes the next commits reuse it.
+/// past `WAL_RESTART_BYTES` anyway (readers pinning it), a RESTART makes the next commits reuse it. Once
+/// nothing has been written for `IDLE_TRUNCATE` ticks, a TRUNCATE gives the WAL's disk space back.
 struct Checkpointer {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -171,6 +184,7 @@ struct Checkpointer {
 
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 const WAL_RESTART_BYTES: u64 = 256 << 20;
+const IDLE_TRUNCATE: u32 = 25;
 
 impl Checkpointer {
     fn spawn(path: &Path) -> Result<Checkpointer, StoreError> {
@@ -183,6 +197,7 @@ impl Checkpointer {
         let thread = std::thread::Builder::new()
             .name("aotel-checkpoint".into())
             .spawn(move || {
+                let (mut last_log, mut idle) = (0, 0);
                 while !flag.load(Ordering::Relaxed) {
                     std::thread::park_timeout(CHECKPOINT_EVERY);
                     // (busy, frames in the WAL, frames copied): a WAL that readers keep from being
@@ -198,7 +213,19 @@ impl Checkpointer {
                                 tracing::debug!(error = %e, "restart checkpoint did not run");
                             }
                         }
-                        Ok(_) => {}
+                        Ok((log, copied)) => {
+                            idle = if log == last_log { idle + 1 } else { 0 };
+                            last_log = log;
+                            if idle == IDLE_TRUNCATE && log > 0 && copied == log {
+                                if let Err(e) = conn.query_row(
+                                    "PRAGMA wal_checkpoint(TRUNCATE)",
+                                    [],
+                                    |_| Ok(()),
+                                ) {
+                                    tracing::debug!(error = %e, "truncate checkpoint did not run");
+                                }
+                            }
+                        }
                         Err(e) => tracing::debug!(error = %e, "checkpoint did not run"),
                     }
                 }

@@ -125,8 +125,14 @@ impl Reader {
     }
 
     pub async fn session_spans(&self, key: String) -> Result<Vec<StoredSpan>, StoreError> {
-        self.with(move |c| spans_where(c, "session = ?1 ORDER BY start_ns, seq", [key]))
-            .await
+        self.with(move |c| {
+            spans_where(
+                c,
+                concat!(super::session_spans!(), " ORDER BY start_ns, seq"),
+                [key],
+            )
+        })
+        .await
     }
 
     pub async fn session_logs(&self, key: String) -> Result<Vec<StoredLog>, StoreError> {

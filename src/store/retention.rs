@@ -136,7 +136,11 @@ pub fn step(
         }
         let unforwarded: i64 = match floor {
             Some(floor) => tx
-                .prepare_cached("SELECT COUNT(*) FROM spans WHERE session = ?1 AND seq > ?2")?
+                .prepare_cached(concat!(
+                    "SELECT COUNT(*) FROM spans WHERE ",
+                    super::session_spans!(),
+                    " AND seq > ?2"
+                ))?
                 .query_row(params![key, floor], |r| r.get(0))?,
             None => 0,
         };
@@ -145,7 +149,8 @@ pub fn step(
             continue;
         }
         report.unforwarded_spans_dropped += unforwarded as u64;
-        // Whole traces: everything in the session's traces goes, whichever session key a span had.
+        // Whole traces: everything in the session's traces goes, whichever session key a span had;
+        // every span of the session is in one of them (the writer notes each span's trace).
         let traces: Vec<Vec<u8>> = tx
             .prepare_cached("SELECT trace_id FROM session_traces WHERE session = ?1")?
             .query_map([key], |r| r.get(0))?
@@ -159,10 +164,6 @@ pub fn step(
                 .prepare_cached("DELETE FROM logs WHERE trace_id = ?1")?
                 .execute([trace])? as u64;
         }
-        unindex(&tx, "session = ?1", key)?;
-        report.spans += tx
-            .prepare_cached("DELETE FROM spans WHERE session = ?1")?
-            .execute([key])? as u64;
         report.logs += tx
             .prepare_cached("DELETE FROM logs WHERE session = ?1")?
             .execute([key])? as u64;

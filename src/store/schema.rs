@@ -188,6 +188,11 @@ pub const MIGRATIONS: &[&str] = &[
     INSERT INTO meta(key, value) VALUES ('span_attrs_upto', (SELECT COALESCE(MAX(seq), 0) FROM spans))
         ON CONFLICT(key) DO UPDATE SET value = excluded.value;
     "#,
+    // 9: a session's spans are found through its traces (`store::session_spans!`), so spans need no
+    // session index of their own.
+    r#"
+    DROP INDEX spans_by_session;
+    "#,
 ];
 
 pub fn version(conn: &Connection) -> rusqlite::Result<usize> {

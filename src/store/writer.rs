@@ -141,17 +141,20 @@ impl Writer {
             .try_acquire_many_owned(self.permits(approx_bytes))
             .map_err(|_| self.count_busy())?;
         let (done, rx) = oneshot::channel();
-        self.tx
-            .try_send(Msg::Job(Job {
-                prepared: self.prepare(batch),
-                _permit: permit,
-                done,
-            }))
-            .map_err(|e| match e {
+        let job = Msg::Job(Job {
+            prepared: self.prepare(batch),
+            _permit: permit,
+            done,
+        });
+        // Counted before it can be taken, so the writer never sees the count run below zero.
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = self.tx.try_send(job) {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            return Err(match e {
                 mpsc::error::TrySendError::Full(_) => self.count_busy(),
                 mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
-            })?;
-        self.queued.fetch_add(1, Ordering::Relaxed);
+            });
+        }
         rx.await.map_err(|_| StoreError::Closed)?.0
     }
 
@@ -175,15 +178,16 @@ impl Writer {
             .await
             .map_err(|_| StoreError::Closed)?;
         let (done, rx) = oneshot::channel();
-        self.tx
-            .send(Msg::Job(Job {
-                prepared: self.prepare(batch),
-                _permit: permit,
-                done,
-            }))
-            .await
-            .map_err(|_| StoreError::Closed)?;
+        let job = Msg::Job(Job {
+            prepared: self.prepare(batch),
+            _permit: permit,
+            done,
+        });
         self.queued.fetch_add(1, Ordering::Relaxed);
+        if self.tx.send(job).await.is_err() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            return Err(StoreError::Closed);
+        }
         rx.await.map_err(|_| StoreError::Closed)?.0
     }
 
@@ -507,6 +511,7 @@ impl WriterState {
         };
         let mut receipts = Vec::with_capacity(batches.len());
         let tx = self.conn.transaction()?;
+        let mut insert_span = tx.prepare_cached(INSERT_SPAN)?;
         let mut seqs = (self.next_span_seq, self.next_log_seq);
         let mut caches = Caches {
             resources: &mut self.resources,
@@ -521,8 +526,15 @@ impl WriterState {
                     let scope_id = caches.scope(&tx, &ps.meta, &ps.name, &ps.version)?;
                     for span in &ps.spans {
                         caches.operation(&tx, &pr.service, &span.name, span.kind)?;
-                        if store_span(&tx, span, resource_id, scope_id, &mut seqs.0, &mut pending)?
-                        {
+                        if store_span(
+                            &tx,
+                            &mut insert_span,
+                            span,
+                            resource_id,
+                            scope_id,
+                            &mut seqs.0,
+                            &mut pending,
+                        )? {
                             receipt.spans += 1;
                         }
                     }
@@ -543,6 +555,7 @@ impl WriterState {
             }
             receipts.push(receipt);
         }
+        drop(insert_span);
         let sessions = write_sessions(&tx, &mut pending, seqs.0 - 1)?;
         pending.stats.flush(&tx)?;
         let indexed_upto = self
@@ -680,9 +693,19 @@ fn intern(tx: &Transaction, sql: &str, p: impl rusqlite::Params) -> rusqlite::Re
 
 const FLAG_IN_PROGRESS: i64 = 1;
 
+/// Prepared once per transaction (`store_span` runs per span; looking a statement up costs a hash of
+/// its text).
+const INSERT_SPAN: &str = "INSERT INTO spans(seq, trace_id, span_id, parent_span_id, session, name, kind,
+        start_ns, end_ns, status, service, operation, tool, agent, model, flags, input_tokens, output_tokens,
+        cache_read_tokens, cache_creation_tokens, cost_usd, resource_id, scope_id, body)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21,
+        ?22, ?23, ?24)
+     ON CONFLICT(trace_id, span_id) DO NOTHING";
+
 /// Inserts or replaces one span; returns whether anything changed (an identical copy changes nothing).
 fn store_span(
     tx: &Transaction,
+    insert: &mut rusqlite::CachedStatement<'_>,
     span: &PreparedSpan,
     resource_id: i64,
     scope_id: i64,
@@ -718,16 +741,7 @@ fn store_span(
         scope_id,
         span.body,
     ];
-    let inserted = tx
-        .prepare_cached(
-            "INSERT INTO spans(seq, trace_id, span_id, parent_span_id, session, name, kind, start_ns, end_ns,
-                status, service, operation, tool, agent, model, flags, input_tokens, output_tokens,
-                cache_read_tokens, cache_creation_tokens, cost_usd, resource_id, scope_id, body)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,
-                ?20, ?21, ?22, ?23, ?24)
-             ON CONFLICT(trace_id, span_id) DO NOTHING",
-        )?
-        .execute(values)?;
+    let inserted = insert.execute(values)?;
     let mut replaced: Option<SpanFacts> = None;
     if inserted == 0 {
         let Some(old) = previous_copy(tx, span, resource_id, scope_id)? else {
