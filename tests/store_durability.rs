@@ -214,3 +214,20 @@ async fn a_database_from_a_newer_build_is_refused_clearly() {
         .expect("a newer schema must be refused");
     assert!(err.to_string().contains("newer than this build"), "{err}");
 }
+
+#[tokio::test]
+async fn an_idle_store_gives_the_wal_space_back() {
+    let server = TestServer::start().await;
+    export(&server, vec![root_span(), tool_span(1, false)]).await;
+    let wal = std::path::PathBuf::from(format!("{}-wal", server.db.display()));
+    let size = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    assert!(size() > 0, "the commit went to the WAL");
+    // About five seconds after the last write the checkpointer truncates it; `eventually` allows ten.
+    common::eventually("the WAL is truncated", || {
+        std::future::ready((size() == 0).then_some(()))
+    })
+    .await;
+    assert_eq!(session(&server).await["spans"], 2, "nothing was lost");
+    export(&server, vec![tool_span(2, true)]).await;
+    assert_eq!(session(&server).await["spans"], 3, "writes go on after it");
+}

@@ -131,7 +131,7 @@ pub fn open(path: &Path, opts: &StoreOptions) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir)?;
     }
     let mut conn = Connection::open(path)?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.busy_handler(Some(writer_busy))?;
     // Rows are ~1 KiB (attributes inline): larger pages mean fewer splits and WAL frames per span.
     // It only takes effect on a new file, before the first table exists.
     conn.pragma_update(None, "page_size", 16384)?;
@@ -149,7 +149,7 @@ pub fn open(path: &Path, opts: &StoreOptions) -> Result<Store, StoreError> {
     // When a checkpoint lets the WAL start over, a file larger than this is cut back. Under load the
     // WAL stays below it (see `Checkpointer`), so commits overwrite blocks the file already has instead
     // of growing it again after every cut; an idle store truncates it (also `Checkpointer`).
-    conn.pragma_update(None, "journal_size_limit", WAL_RESTART_BYTES as i64)?;
+    conn.pragma_update(None, "journal_size_limit", 4 * WAL_RESTART_BYTES)?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     let found = schema::version(&conn)?;
     if found > schema::MIGRATIONS.len() {
@@ -173,9 +173,22 @@ pub fn open(path: &Path, opts: &StoreOptions) -> Result<Store, StoreError> {
     })
 }
 
+/// How the writer waits for a lock (a RESTART checkpoint holds the write lock while it copies the last
+/// frames): in short steps for up to 10 s. SQLite's own busy timeout sleeps in steps of up to 100 ms,
+/// so a lock held for 2 ms could stall every ingest request for 50.
+fn writer_busy(attempt: i32) -> bool {
+    const STEP: std::time::Duration = std::time::Duration::from_micros(200);
+    if attempt >= 50_000 {
+        return false;
+    }
+    std::thread::sleep(STEP);
+    true
+}
+
 /// Copies committed pages from the WAL into the database file on its own connection, so the writer's
-/// commits never pay for a checkpoint. Passive checkpoints never block the writer; when the WAL has grown
-/// past `WAL_RESTART_BYTES` anyway (readers pinning it), a RESTART makes the next commits reuse it. Once
+/// commits never pay for a checkpoint. Passive checkpoints never block the writer, but under steady
+/// writes they never catch up completely, so the WAL would keep growing: past `WAL_RESTART_BYTES` a
+/// RESTART (see below) makes the next commits start it over. Once
 /// nothing has been written for `IDLE_TRUNCATE` ticks, a TRUNCATE gives the WAL's disk space back.
 struct Checkpointer {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -183,50 +196,65 @@ struct Checkpointer {
 }
 
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
-const WAL_RESTART_BYTES: u64 = 256 << 20;
+const WAL_RESTART_BYTES: i64 = 128 << 20;
+/// A passive checkpoint this short leaves a RESTART little to copy while the writer waits.
+const RESTART_AFTER_PASSIVE: std::time::Duration = std::time::Duration::from_millis(20);
 const IDLE_TRUNCATE: u32 = 25;
 
 impl Checkpointer {
     fn spawn(path: &Path) -> Result<Checkpointer, StoreError> {
         use std::sync::atomic::Ordering;
         let conn = Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // Short: a RESTART or TRUNCATE that finds the writer busy or a reader on the old WAL gives up
+        // and tries again on a later tick, instead of keeping the writer out while it waits.
+        conn.busy_timeout(std::time::Duration::from_millis(50))?;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
         let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
         let thread = std::thread::Builder::new()
             .name("aotel-checkpoint".into())
             .spawn(move || {
-                let (mut last_log, mut idle) = (0, 0);
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::park_timeout(CHECKPOINT_EVERY);
-                    // (busy, frames in the WAL, frames copied): a WAL that readers keep from being
-                    // reset grows; past the limit one RESTART lets the writer start it over.
-                    let passive = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                        Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                let checkpoint = |mode: &str| {
+                    let sql = format!("PRAGMA wal_checkpoint({mode})");
+                    let done = conn.query_row(&sql, [], |r| {
+                        Ok((
+                            r.get::<_, i64>(1)? * page_size,
+                            r.get::<_, i64>(2)? * page_size,
+                        ))
                     });
-                    match passive {
-                        Ok((log, _)) if log * page_size > WAL_RESTART_BYTES as i64 => {
-                            if let Err(e) =
-                                conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))
-                            {
-                                tracing::debug!(error = %e, "restart checkpoint did not run");
-                            }
+                    if let Err(e) = &done {
+                        tracing::debug!(error = %e, mode, "checkpoint did not run");
+                    }
+                    done.ok()
+                };
+                let (mut last, mut idle, mut behind) = (0, 0, 0);
+                let mut wait = CHECKPOINT_EVERY;
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::park_timeout(wait);
+                    wait = CHECKPOINT_EVERY;
+                    // Bytes in the WAL and bytes of it already copied into the database.
+                    let started = std::time::Instant::now();
+                    let Some((wal, copied)) = checkpoint("PASSIVE") else {
+                        continue;
+                    };
+                    if wal > WAL_RESTART_BYTES {
+                        // A RESTART keeps the writer out while it copies what is left: what arrived
+                        // since the last passive copy began. So passive copies (which never block) run
+                        // back to back, each shorter than the one before, until one copied everything
+                        // it saw quickly; then what a RESTART has left is small.
+                        if copied == wal && started.elapsed() <= RESTART_AFTER_PASSIVE {
+                            checkpoint("RESTART");
+                        } else if copied != behind {
+                            // Progress; no progress means a reader holds the WAL: wait for the tick.
+                            wait = std::time::Duration::ZERO;
                         }
-                        Ok((log, copied)) => {
-                            idle = if log == last_log { idle + 1 } else { 0 };
-                            last_log = log;
-                            if idle == IDLE_TRUNCATE && log > 0 && copied == log {
-                                if let Err(e) = conn.query_row(
-                                    "PRAGMA wal_checkpoint(TRUNCATE)",
-                                    [],
-                                    |_| Ok(()),
-                                ) {
-                                    tracing::debug!(error = %e, "truncate checkpoint did not run");
-                                }
-                            }
-                        }
-                        Err(e) => tracing::debug!(error = %e, "checkpoint did not run"),
+                        behind = copied;
+                        continue;
+                    }
+                    idle = if wal == last { idle + 1 } else { 0 };
+                    last = wal;
+                    if idle == IDLE_TRUNCATE && wal > 0 && copied == wal {
+                        checkpoint("TRUNCATE");
                     }
                 }
             })?;
