@@ -244,7 +244,7 @@ fn rotel_binary() -> Option<String> {
 
 fn report(name: &str, o: &mut Outcome) {
     println!(
-        "{name:<32} {:>10.0} spans/s  p50 {:>7.2} ms  p99 {:>7.2} ms  ({} spans, {} refused/failed requests, {:.1} s)",
+        "{name:<36} {:>10.0} spans/s  p50 {:>7.2} ms  p99 {:>7.2} ms  ({} spans, {} refused/failed requests, {:.1} s)",
         o.rate(),
         o.pct(0.5),
         o.pct(0.99),
@@ -302,11 +302,17 @@ fn main() {
     let pid = child.id();
     // One sequence across phases: every request is a new trace, never a duplicate.
     let seq = Arc::new(AtomicU64::new(1));
-    // Paced first: latency at a steady rate, not while the WAL of a saturation run is checkpointed.
+    // Paced twice: on a fresh store, and right after the saturation phase (below).
     let mut paced = rt.block_on(drive(grpc, http, &o, Some(o.rate), &seq));
     report(&format!("aotel, paced at {}/s", o.rate), &mut paced);
     let mut max = rt.block_on(drive(grpc, http, &o, None, &seq));
     report("aotel, max (ack after commit)", &mut max);
+    // Right after saturation: the WAL it left is still being checkpointed, the index backlog written.
+    let mut after = rt.block_on(drive(grpc, http, &o, Some(o.rate), &seq));
+    report(
+        &format!("aotel, paced at {}/s after max", o.rate),
+        &mut after,
+    );
     let rss = peak_rss_mb(pid);
     stop(child);
     let conn = rusqlite::Connection::open(&db).expect("open db");
@@ -323,7 +329,7 @@ fn main() {
         bytes as f64 / 1e6,
         bytes as f64 / stored.max(1) as f64
     );
-    let acked = max.spans + paced.spans;
+    let acked = max.spans + paced.spans + after.spans;
     println!(
         "acknowledged {acked}, stored {stored}: {}",
         if stored as u64 >= acked {

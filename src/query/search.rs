@@ -238,12 +238,12 @@ fn narrow_one(c: &Connection, cond: &Cond, n: &mut Narrowing) -> rusqlite::Resul
 }
 
 /// A cheap bounded count of a path's rows in the time range. The attribute path also counts every
-/// span above `indexed` (not in the index yet), which it has to check.
+/// span above `indexed` (not in the index yet), which it has to check (by rowid range, see `unindexed`).
 fn estimate(c: &Connection, path: &Path, lo: i64, hi: i64, indexed: i64) -> rusqlite::Result<i64> {
     let (sql, key): (&str, Sql) = match path {
         Path::Attr(h) => (
             "SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM span_attrs WHERE h = ?1 AND start_ns BETWEEN ?2 AND ?3 LIMIT ?4))
-                + (SELECT COUNT(*) FROM (SELECT 1 FROM spans WHERE seq > ?5 AND start_ns BETWEEN ?2 AND ?3 LIMIT ?4))",
+                + (SELECT COUNT(*) FROM (SELECT 1 FROM spans NOT INDEXED WHERE seq > ?5 AND start_ns BETWEEN ?2 AND ?3 LIMIT ?4))",
             (*h).into(),
         ),
         Path::Service(s) => (
@@ -467,7 +467,8 @@ pub fn search(c: &Connection, p: &SearchParams) -> Result<Outcome, StoreError> {
 }
 
 /// Spans above `upto` in the time range that pass the SQL clauses, oldest first (so `pop` gives the
-/// newest); at most `MAX_INSPECTED`, the newest.
+/// newest); at most `MAX_INSPECTED`, the newest. `NOT INDEXED` keeps SQLite on the rowid range (the
+/// few newest rows) instead of a time or service index that would walk the whole range.
 fn unindexed(
     c: &Connection,
     upto: i64,
@@ -480,7 +481,7 @@ fn unindexed(
         return Ok(Vec::new());
     }
     let sql = format!(
-        "SELECT s.seq, s.trace_id, s.start_ns, s.resource_id, s.scope_id FROM spans s \
+        "SELECT s.seq, s.trace_id, s.start_ns, s.resource_id, s.scope_id FROM spans s NOT INDEXED \
          WHERE s.seq > ? AND s.start_ns >= ? AND s.start_ns <= ?{extra} \
          ORDER BY s.start_ns DESC, s.seq DESC LIMIT ?"
     );

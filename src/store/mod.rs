@@ -197,6 +197,7 @@ struct Checkpointer {
 
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 const WAL_RESTART_BYTES: i64 = 128 << 20;
+const WAL_MAX_BYTES: i64 = 3 * WAL_RESTART_BYTES;
 /// A passive checkpoint this short leaves a RESTART little to copy while the writer waits.
 const RESTART_AFTER_PASSIVE: std::time::Duration = std::time::Duration::from_millis(20);
 const IDLE_TRUNCATE: u32 = 25;
@@ -241,8 +242,11 @@ impl Checkpointer {
                         // A RESTART keeps the writer out while it copies what is left: what arrived
                         // since the last passive copy began. So passive copies (which never block) run
                         // back to back, each shorter than the one before, until one copied everything
-                        // it saw quickly; then what a RESTART has left is small.
-                        if copied == wal && started.elapsed() <= RESTART_AFTER_PASSIVE {
+                        // it saw quickly; then what a RESTART has left is small. Writes faster than
+                        // the copies can go on without such a moment: past `WAL_MAX_BYTES` the RESTART
+                        // runs anyway, so the WAL stays bounded at the cost of one longer wait.
+                        let quick = copied == wal && started.elapsed() <= RESTART_AFTER_PASSIVE;
+                        if quick || wal > WAL_MAX_BYTES {
                             checkpoint("RESTART");
                         } else if copied != behind {
                             // Progress; no progress means a reader holds the WAL: wait for the tick.
