@@ -421,17 +421,7 @@ pub fn search(c: &Connection, p: &SearchParams) -> Result<Outcome, StoreError> {
         bind.extend(args.iter().cloned());
         bind.push(chunk.into());
         // `start_ns <= hi` is folded into the cursor: (start, seq) < (hi, MAX) admits start == hi.
-        let rows: Vec<Candidate> = stmt
-            .query_map(params_from_iter(bind.iter()), |r| {
-                Ok(Candidate {
-                    seq: r.get(0)?,
-                    trace_id: r.get(1)?,
-                    start_ns: r.get(2)?,
-                    resource_id: r.get(3)?,
-                    scope_id: r.get(4)?,
-                })
-            })?
-            .collect::<rusqlite::Result<_>>()?;
+        let rows = candidates(&mut stmt, &bind)?;
         let exhausted = (rows.len() as i64) < chunk;
         for cand in rows {
             cursor = (cand.start_ns, cand.seq);
@@ -488,20 +478,23 @@ fn unindexed(
     let mut bind: Vec<Sql> = vec![upto.into(), lo.into(), hi.into()];
     bind.extend(args.iter().cloned());
     bind.push((MAX_INSPECTED as i64).into());
-    let mut rows: Vec<Candidate> = c
-        .prepare(&sql)?
-        .query_map(params_from_iter(bind.iter()), |r| {
-            Ok(Candidate {
-                seq: r.get(0)?,
-                trace_id: r.get(1)?,
-                start_ns: r.get(2)?,
-                resource_id: r.get(3)?,
-                scope_id: r.get(4)?,
-            })
-        })?
-        .collect::<rusqlite::Result<_>>()?;
+    let mut rows = candidates(&mut c.prepare(&sql)?, &bind)?;
     rows.reverse();
     Ok(rows)
+}
+
+/// Runs a candidate query (`seq, trace_id, start_ns, resource_id, scope_id`).
+fn candidates(stmt: &mut rusqlite::Statement, bind: &[Sql]) -> rusqlite::Result<Vec<Candidate>> {
+    stmt.query_map(params_from_iter(bind.iter()), |r| {
+        Ok(Candidate {
+            seq: r.get(0)?,
+            trace_id: r.get(1)?,
+            start_ns: r.get(2)?,
+            resource_id: r.get(3)?,
+            scope_id: r.get(4)?,
+        })
+    })?
+    .collect()
 }
 
 /// The state of one search while it walks its candidates.
