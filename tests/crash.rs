@@ -160,6 +160,22 @@ async fn acknowledged_spans_survive_sigkill() {
             counted, stored,
             "round {round}: session counters match the stored spans"
         );
+        // The attribute index is written behind the spans; rows a kill lost were rebuilt at the start,
+        // before the listeners opened: every span stored before the kill has its three rows.
+        let (indexed, spans): (i64, i64) = conn
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM span_attrs i JOIN spans s ON s.seq = i.seq
+                         WHERE s.session LIKE 'crash-%'),
+                        (SELECT COUNT(*) FROM spans WHERE session LIKE 'crash-%')",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("index rows");
+        assert_eq!(
+            indexed,
+            3 * spans,
+            "round {round}: every span's attributes are in the index"
+        );
         drop(stmt);
         drop(conn);
         if written == lines.len() {
