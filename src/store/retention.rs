@@ -216,7 +216,7 @@ pub async fn run(
     for _ in 0..max_steps.max(1) {
         let now = crate::model::time::now_ns();
         let report = writer
-            .run_on_writer(move |conn| step(conn, &policy, now))
+            .run_on_writer_indexed(move |conn| step(conn, &policy, now))
             .await?;
         total.add(&report);
         if !report.more {

@@ -40,9 +40,16 @@ enum Msg {
     Job(Job),
     /// Other writes (watch offsets, retention, cursors) run on the write connection in queue order,
     /// each in its own statement or transaction, between group commits.
-    Run(Box<dyn FnOnce(&mut Connection) + Send>),
+    Run(Task),
     /// Commit everything queued before it, then stop.
     Stop,
+}
+
+/// A write other than a batch. `indexed`: it needs every stored span in the attribute index first
+/// (retention deletes spans, and rows still in the backlog would then point at nothing).
+struct Task {
+    run: Box<dyn FnOnce(&mut Connection) + Send>,
+    indexed: bool,
 }
 
 /// How far `aotel watch` has read one file, and what identifies that file (see `ingest::watch`).
@@ -209,11 +216,30 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        self.run_task(f, false).await
+    }
+
+    /// Like `run_on_writer`, once the attribute index covers every stored span: for writes that delete
+    /// spans.
+    pub async fn run_on_writer_indexed<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.run_task(f, true).await
+    }
+
+    async fn run_task<T, F>(&self, f: F, indexed: bool) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
         let (done, rx) = oneshot::channel();
+        let run = Box::new(move |conn: &mut Connection| {
+            let _ = done.send(f(conn));
+        });
         self.tx
-            .send(Msg::Run(Box::new(move |conn| {
-                let _ = done.send(f(conn));
-            })))
+            .send(Msg::Run(Task { run, indexed }))
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
@@ -370,9 +396,7 @@ impl WriterState {
             let first = match self.next_message(&mut rx) {
                 Some(Msg::Job(job)) => job,
                 Some(Msg::Run(task)) => {
-                    // Other writes (retention above all) expect every stored span to be indexed.
-                    self.write_index();
-                    task(&mut self.conn);
+                    self.run_task(task);
                     continue;
                 }
                 Some(Msg::Stop) | None => break,
@@ -433,8 +457,7 @@ impl WriterState {
                 }
             }
             if let Some(task) = run_after {
-                self.write_index();
-                task(&mut self.conn);
+                self.run_task(task);
             }
         }
         rx.close();
@@ -443,6 +466,13 @@ impl WriterState {
             tracing::warn!(error = %e, "final checkpoint failed");
         }
         tracing::debug!("writer stopped");
+    }
+
+    fn run_task(&mut self, task: Task) {
+        if task.indexed {
+            self.write_index();
+        }
+        (task.run)(&mut self.conn);
     }
 
     /// The next message; while attribute index rows wait, writes them first when the time is right.
