@@ -292,7 +292,7 @@ pub fn spawn_aotel(args: &[&std::ffi::OsStr]) -> AotelProcess {
             .expect("spawn aotel");
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
-            if std::net::TcpStream::connect(("127.0.0.1", api)).is_ok() {
+            if answers_ready(api) {
                 return AotelProcess {
                     child,
                     grpc,
@@ -310,6 +310,24 @@ pub fn spawn_aotel(args: &[&std::ffi::OsStr]) -> AotelProcess {
         }
     }
     panic!("aotel did not start listening");
+}
+
+/// Whether `GET /readyz` on `port` answers 200. The listening sockets exist before the store is open
+/// (and before the attribute index has caught up after a crash); an answer means the server is serving.
+fn answers_ready(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    if stream
+        .write_all(b"GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200")
 }
 
 /// The trace id of request `n` in a load test: `tag` repeated, then `n`, so a test can find which of
