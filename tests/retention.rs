@@ -1,6 +1,8 @@
-//! Retention by age and by size: the old goes, whole sessions at a time; the new stays; space is reused.
+//! Retention by age and by size: the old goes, whole sessions at a time; the new stays; space is reused;
+//! open live views are told.
 
 mod common;
+mod live_support;
 
 use aotel::store::retention::RetentionPolicy;
 use aotel::Config;
@@ -253,5 +255,56 @@ async fn data_a_forward_destination_still_needs_is_kept_unless_the_cap_forces_it
     .await;
     assert_eq!(status["total"]["unforwarded_spans_dropped"], 5, "{status}");
     assert!(!exists(&server, "old-unsent").await);
+    server.stop().await;
+}
+
+fn keys(rows: &serde_json::Value) -> Vec<&str> {
+    let mut k: Vec<&str> = rows
+        .as_array()
+        .map(|a| a.iter().filter_map(|r| r["key"].as_str()).collect())
+        .unwrap_or_default();
+    k.sort();
+    k
+}
+
+#[tokio::test]
+async fn open_live_views_are_told_when_sessions_are_deleted() {
+    use live_support::Ws;
+    let dir = tempfile::tempdir().expect("tmp");
+    let policy = RetentionPolicy {
+        max_age: Some(Duration::from_secs(86_400)),
+        max_bytes: None,
+    };
+    let server = TestServer::start_with(config(&dir, policy)).await;
+    send(
+        &server,
+        session("old", 0x01, Duration::from_secs(3 * 86_400), 3, 10),
+    )
+    .await;
+    send(
+        &server,
+        session("new", 0x02, Duration::from_secs(60), 3, 10),
+    )
+    .await;
+
+    let mut list = Ws::connect(server.api, "").await;
+    assert_eq!(list.next().await["type"], "hello");
+    assert_eq!(
+        keys(&list.next_of("snapshot").await["sessions"]),
+        ["new", "old"]
+    );
+    let mut view = Ws::connect(server.api, "?scope=session&session=old").await;
+    assert_eq!(view.next().await["type"], "hello");
+    assert_eq!(view.next_of("snapshot").await["session"]["key"], "old");
+
+    assert_eq!(run(&server).await["sessions"], 1);
+    // No delta can say "gone": both views get a fresh snapshot, unasked.
+    let snap = list.next().await;
+    assert_eq!(snap["type"], "snapshot", "{snap}");
+    assert_eq!(keys(&snap["sessions"]), ["new"]);
+    let snap = view.next().await;
+    assert_eq!(snap["type"], "snapshot", "{snap}");
+    assert!(snap["session"].is_null(), "{snap}");
+    assert_eq!(snap["spans"], serde_json::json!([]));
     server.stop().await;
 }

@@ -25,6 +25,8 @@ pub enum Frame {
     Resync {
         missed: u64,
     },
+    /// The store lost data no delta describes (retention deleted sessions): every client re-reads it.
+    Reload,
 }
 
 /// One commit as far as one topic cares, serialised once for everyone on the topic.
@@ -261,6 +263,13 @@ impl Hub {
         let Some(topics) = self.topics() else {
             return false;
         };
+        if commits.iter().any(|c| c.deleted) {
+            // The snapshot that follows covers the other commits merged with this one too.
+            for (_, tx) in topics {
+                let _ = tx.send(Frame::Reload);
+            }
+            return true;
+        }
         let changes = Changes::of(commits);
         for (topic, tx) in topics {
             if topic.shows_spans() && !changes.complete {
@@ -493,6 +502,7 @@ mod tests {
             span_seq: 7,
             log_seq: 3,
             complete: false,
+            deleted: false,
         });
         assert!(hub.publish(&[commit]));
         match list_rx.recv().await.expect("list frame") {

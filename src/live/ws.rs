@@ -156,6 +156,7 @@ impl Client {
                                 mark = self.snapshot(sub).await?;
                             }
                         }
+                        Ok(Frame::Reload) => mark = self.snapshot(sub).await?,
                         Err(RecvError::Closed) => return Err(End::Shutdown),
                     },
                     incoming = self.socket.recv() => match incoming {

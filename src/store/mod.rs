@@ -296,6 +296,8 @@ pub struct Committed {
     /// False when some stored span or log has no summary in `spans`/`logs` (it was prepared before
     /// anyone listened, or while spans were not wanted): a view of spans must then re-read the store.
     pub complete: bool,
+    /// Sessions were deleted (retention), which no delta describes: every view re-reads the store.
+    pub deleted: bool,
 }
 
 /// A span as lists and waterfalls show it, without its attributes.

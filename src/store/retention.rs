@@ -223,6 +223,9 @@ pub async fn run(
             break;
         }
     }
+    if total.sessions > 0 {
+        writer.announce_deleted();
+    }
     Ok(total)
 }
 

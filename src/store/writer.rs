@@ -260,6 +260,19 @@ impl Writer {
         self.changes.subscribe()
     }
 
+    /// Tells live views that sessions were deleted (see `Committed::deleted`).
+    pub fn announce_deleted(&self) {
+        let _ = self.changes.send(Arc::new(Committed {
+            sessions: Vec::new(),
+            spans: Vec::new(),
+            logs: Vec::new(),
+            span_seq: 0,
+            log_seq: 0,
+            complete: true,
+            deleted: true,
+        }));
+    }
+
     /// Whether commits should list their spans (`Committed::spans`). A summary per span costs CPU on
     /// every export, so the live hub asks for them only while some client shows spans; session rows
     /// and log records are listed whenever anyone listens.
@@ -625,6 +638,7 @@ impl WriterState {
             span_seq: seqs.0 - 1,
             log_seq: seqs.1 - 1,
             complete: pending.unsummarised == 0,
+            deleted: false,
         });
         Ok((receipts, committed))
     }
