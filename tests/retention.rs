@@ -76,24 +76,34 @@ fn config(dir: &tempfile::TempDir, policy: RetentionPolicy) -> Config {
     c
 }
 
-#[tokio::test]
-async fn age_removes_old_sessions_whole_and_keeps_new_ones() {
+/// A server keeping one day, with a session "old" that ended three days ago and "new", a minute ago,
+/// of `spans` spans each.
+async fn old_and_new(spans: usize) -> (tempfile::TempDir, TestServer) {
     let dir = tempfile::tempdir().expect("tmp");
     let policy = RetentionPolicy {
         max_age: Some(Duration::from_secs(86_400)),
         max_bytes: None,
     };
     let server = TestServer::start_with(config(&dir, policy)).await;
+    // The policy also runs once at startup; sent before that pass, "old" could go before the test looks.
+    common::eventually("the startup retention pass", || async {
+        let s = server.get_json("/api/retention").await;
+        (!s["last_run_unix_nano"].is_null()).then_some(())
+    })
+    .await;
+    let old = session("old", 0x01, Duration::from_secs(3 * 86_400), spans, 10);
+    send(&server, old).await;
     send(
         &server,
-        session("old", 0x01, Duration::from_secs(3 * 86_400), 20, 10),
+        session("new", 0x02, Duration::from_secs(60), spans, 10),
     )
     .await;
-    send(
-        &server,
-        session("new", 0x02, Duration::from_secs(60), 20, 10),
-    )
-    .await;
+    (dir, server)
+}
+
+#[tokio::test]
+async fn age_removes_old_sessions_whole_and_keeps_new_ones() {
+    let (_dir, server) = old_and_new(20).await;
     let report = run(&server).await;
     assert_eq!(report["sessions"], 1, "{report}");
     assert_eq!(report["spans"], 20);
@@ -270,22 +280,7 @@ fn keys(rows: &serde_json::Value) -> Vec<&str> {
 #[tokio::test]
 async fn open_live_views_are_told_when_sessions_are_deleted() {
     use live_support::Ws;
-    let dir = tempfile::tempdir().expect("tmp");
-    let policy = RetentionPolicy {
-        max_age: Some(Duration::from_secs(86_400)),
-        max_bytes: None,
-    };
-    let server = TestServer::start_with(config(&dir, policy)).await;
-    send(
-        &server,
-        session("old", 0x01, Duration::from_secs(3 * 86_400), 3, 10),
-    )
-    .await;
-    send(
-        &server,
-        session("new", 0x02, Duration::from_secs(60), 3, 10),
-    )
-    .await;
+    let (_dir, server) = old_and_new(3).await;
 
     let mut list = Ws::connect(server.api, "").await;
     assert_eq!(list.next().await["type"], "hello");
