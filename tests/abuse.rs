@@ -346,3 +346,76 @@ async fn a_connection_that_never_finishes_its_headers_is_closed() {
     let _ = stop.send(());
     server.await.expect("task").expect("graceful stop");
 }
+
+/// Large bodies being read at the same time count against the ingest queue's byte budget as their
+/// bytes arrive: past it a request is refused (503 + Retry-After) and the rest of its body is read and
+/// dropped, instead of every connection holding up to `--max-request-bytes` in memory.
+#[tokio::test]
+async fn bodies_being_read_count_against_the_queue_budget() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut config = aotel::Config::with_db(dir.path().join("a.db"));
+    config.max_request_bytes = 1 << 20;
+    config.store.queue_bytes = 1 << 20;
+    let server = TestServer::start_with(config).await;
+    let head = format!(
+        "POST /v1/traces HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n\r\n",
+        server.http,
+        900 << 10
+    );
+    let part = vec![0u8; 400 << 10];
+    // Two requests send 400 KiB of their 900 KiB and stop there: 800 KiB of the 1 MiB budget is held.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(server.http)
+            .await
+            .expect("connect");
+        s.write_all(head.as_bytes()).await.expect("head");
+        s.write_all(&part).await.expect("part");
+        held.push(s);
+    }
+    common::eventually("the two partial bodies to be reserved", || async {
+        let metrics = reqwest::get(server.url("/metrics"))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("text");
+        let used = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("aotel_ingest_queue_bytes "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        (used >= (800 << 10) as f64).then_some(())
+    })
+    .await;
+
+    // A third one does not fit: its whole body goes through (not held), and it is answered 503.
+    let mut third = tokio::net::TcpStream::connect(server.http)
+        .await
+        .expect("connect");
+    third.write_all(head.as_bytes()).await.expect("head");
+    third
+        .write_all(&vec![0u8; 900 << 10])
+        .await
+        .expect("the whole body is read, not cut off");
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(20), third.read(&mut answer))
+        .await
+        .expect("an answer")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer[..n]).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 503"), "{answer}");
+    assert!(answer.contains("retry-after:"), "{answer}");
+
+    // Once the stalled clients go away, their room is given back and exports are accepted again.
+    drop(held);
+    drop(third);
+    common::eventually("the budget to be free again", || async {
+        let body = request(vec![span([0x51; 16], 1, vec![kv_str("k", "v")])]).encode_to_vec();
+        let (status, _) = post(&server, "application/x-protobuf", body).await;
+        (status == 200).then_some(())
+    })
+    .await;
+    still_serves(&server, 30).await;
+}

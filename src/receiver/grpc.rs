@@ -45,8 +45,8 @@ impl TraceService for Receiver {
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         let req = request.into_inner();
-        let size = req.encoded_len();
-        export_traces(&self.writer, req, size)
+        let room = self.writer.reserve(req.encoded_len()).map_err(status_of)?;
+        export_traces(&self.writer, req, room)
             .await
             .map(Response::new)
             .map_err(status_of)
@@ -60,8 +60,8 @@ impl LogsService for Receiver {
         request: Request<ExportLogsServiceRequest>,
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
         let req = request.into_inner();
-        let size = req.encoded_len();
-        export_logs(&self.writer, req, size)
+        let room = self.writer.reserve(req.encoded_len()).map_err(status_of)?;
+        export_logs(&self.writer, req, room)
             .await
             .map(Response::new)
             .map_err(status_of)

@@ -2,7 +2,7 @@
 
 use super::{export_logs, export_traces, RETRY_AFTER_SECS};
 use crate::metrics::label;
-use crate::store::{StoreError, Writer};
+use crate::store::{Reservation, StoreError, Writer};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -143,8 +143,15 @@ fn too_large(max: usize) -> Refusal {
     )
 }
 
-/// Reads the body, never holding more than `max` bytes, before or after gzip.
-async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Vec<u8>, Refusal> {
+/// Reads the body, never holding more than `max` bytes, before or after gzip, and reserves room in the
+/// ingest queue for every byte as it arrives: many large requests read at once are refused (503) once
+/// their bytes would exceed `--queue-bytes`, instead of each holding up to `max` in memory.
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    max: usize,
+    writer: &Writer,
+) -> Result<(Vec<u8>, Reservation), Refusal> {
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -159,6 +166,9 @@ async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Vec<u8
         ));
     }
     let mut raw = Vec::new();
+    let mut room = Reservation::default();
+    let mut busy = None;
+    let mut read = 0;
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
@@ -168,13 +178,32 @@ async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Vec<u8
                 format!("could not read the body: {e}"),
             )
         })?;
-        if raw.len() + chunk.len() > max {
+        read += chunk.len();
+        if read > max {
             return Err(too_large(max));
         }
-        raw.extend_from_slice(&chunk);
+        if busy.is_some() {
+            continue;
+        }
+        match writer.reserve(chunk.len()) {
+            Ok(more) => {
+                room.grow(more);
+                raw.extend_from_slice(&chunk);
+            }
+            Err(e) => {
+                // The rest is read and dropped, so that the client, still sending, gets to read the
+                // 503 instead of a broken connection.
+                busy = Some(store_refusal(e));
+                raw = Vec::new();
+                room = Reservation::default();
+            }
+        }
+    }
+    if let Some(refusal) = busy {
+        return Err(refusal);
     }
     if encoding != "gzip" {
-        return Ok(raw);
+        return Ok((raw, room));
     }
     let mut inflated = Vec::new();
     flate2::read::MultiGzDecoder::new(raw.as_slice())
@@ -190,7 +219,8 @@ async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Vec<u8
     if inflated.len() > max {
         return Err(too_large(max));
     }
-    Ok(inflated)
+    room.grow(writer.reserve(inflated.len()).map_err(store_refusal)?);
+    Ok((inflated, room))
 }
 
 fn decode<T: Message + Default + DeserializeOwned>(
@@ -253,7 +283,7 @@ async fn handle<Req, Resp, F, Fut>(
 where
     Req: Message + Default + DeserializeOwned,
     Resp: Message + Serialize,
-    F: FnOnce(Writer, Req, usize) -> Fut,
+    F: FnOnce(Writer, Req, Reservation) -> Fut,
     Fut: std::future::Future<Output = Result<Resp, StoreError>>,
 {
     let format = match format_of(&headers) {
@@ -261,9 +291,10 @@ where
         Err(r) => return count(&s.writer, r).into_response(Format::Json),
     };
     let result = async {
-        let bytes = read_body(&headers, body, s.max_bytes).await?;
+        let (bytes, room) = read_body(&headers, body, s.max_bytes, &s.writer).await?;
         let req: Req = decode(format, &bytes, what)?;
-        export(s.writer.clone(), req, bytes.len())
+        drop(bytes);
+        export(s.writer.clone(), req, room)
             .await
             .map_err(store_refusal)
     }
@@ -303,7 +334,7 @@ async fn traces(State(s): State<HttpState>, headers: HeaderMap, body: Body) -> R
         headers,
         body,
         "ExportTraceServiceRequest",
-        |w, req, n| async move { export_traces(&w, req, n).await },
+        |w, req, room| async move { export_traces(&w, req, room).await },
     )
     .await
 }
@@ -314,7 +345,7 @@ async fn logs(State(s): State<HttpState>, headers: HeaderMap, body: Body) -> Res
         headers,
         body,
         "ExportLogsServiceRequest",
-        |w, req, n| async move { export_logs(&w, req, n).await },
+        |w, req, room| async move { export_logs(&w, req, room).await },
     )
     .await
 }

@@ -7,7 +7,7 @@ use crate::model::{
     ids, Batch, ExportLogsServiceRequest, ExportLogsServiceResponse, ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 };
-use crate::store::{StoreError, Writer};
+use crate::store::{Reservation, StoreError, Writer};
 use opentelemetry_proto::tonic::collector::{
     logs::v1::ExportLogsPartialSuccess, trace::v1::ExportTracePartialSuccess,
 };
@@ -93,7 +93,7 @@ fn summary(rejected: i64, what: &str, first: Option<String>) -> String {
 pub async fn export_traces(
     writer: &Writer,
     mut req: ExportTraceServiceRequest,
-    approx_bytes: usize,
+    room: Reservation,
 ) -> Result<ExportTraceServiceResponse, StoreError> {
     let (rejected, message) = check_traces(&mut req);
     count_invalid(writer, "aotel_rejected_spans_total", rejected);
@@ -102,7 +102,7 @@ pub async fn export_traces(
         logs: Vec::new(),
     };
     if batch.span_count() > 0 {
-        writer.write(batch, approx_bytes).await?;
+        writer.write_reserved(batch, room).await?;
     }
     Ok(ExportTraceServiceResponse {
         partial_success: (rejected > 0).then_some(ExportTracePartialSuccess {
@@ -115,7 +115,7 @@ pub async fn export_traces(
 pub async fn export_logs(
     writer: &Writer,
     mut req: ExportLogsServiceRequest,
-    approx_bytes: usize,
+    room: Reservation,
 ) -> Result<ExportLogsServiceResponse, StoreError> {
     let (rejected, message) = check_logs(&mut req);
     count_invalid(writer, "aotel_rejected_log_records_total", rejected);
@@ -124,7 +124,7 @@ pub async fn export_logs(
         logs: req.resource_logs,
     };
     if batch.log_count() > 0 {
-        writer.write(batch, approx_bytes).await?;
+        writer.write_reserved(batch, room).await?;
     }
     Ok(ExportLogsServiceResponse {
         partial_success: (rejected > 0).then_some(ExportLogsPartialSuccess {

@@ -22,7 +22,7 @@ macro_rules! session_spans {
 pub use read::{to_resource_logs, to_resource_spans, Reader, SessionFilter, StoredLog, StoredSpan};
 pub use session::SessionRow;
 pub(crate) use session_spans;
-pub use writer::{FileOffset, Receipt, Writer};
+pub use writer::{FileOffset, Receipt, Reservation, Writer};
 
 use crate::model::facts::{LogFacts, SpanFacts};
 use crate::model::{ids, LogRecord, Span};

@@ -29,6 +29,20 @@ const INDEX_MAX_AGE: std::time::Duration = std::time::Duration::from_millis(250)
 /// check without the index.
 const INDEX_MAX_SPANS: usize = 16_384;
 
+/// Bytes held in the ingest queue's budget; given back when dropped.
+#[derive(Default)]
+pub struct Reservation(Option<OwnedSemaphorePermit>);
+
+impl Reservation {
+    /// Adds `more` (from the same writer) to this reservation.
+    pub fn grow(&mut self, more: Reservation) {
+        match (&mut self.0, more.0) {
+            (Some(held), Some(p)) => held.merge(p),
+            (held, p) => *held = held.take().or(p),
+        }
+    }
+}
+
 /// What was stored for one write.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Receipt {
@@ -66,7 +80,7 @@ pub struct FileOffset {
 
 struct Job {
     prepared: Prepared,
-    _permit: OwnedSemaphorePermit,
+    _room: Reservation,
     /// The prepared rows travel back with the answer so that freeing them is not the writer's work.
     done: oneshot::Sender<(Result<Receipt, StoreError>, Prepared)>,
 }
@@ -142,33 +156,28 @@ impl Writer {
     /// queue's byte budget is used up, so receivers can push back instead of buffering without bound.
     pub async fn write(&self, batch: Batch, approx_bytes: usize) -> Result<Receipt, StoreError> {
         self.count_received(&batch);
-        let permit = self
-            .budget
-            .clone()
-            .try_acquire_many_owned(self.permits(approx_bytes))
-            .map_err(|_| self.count_busy())?;
-        let (done, rx) = oneshot::channel();
-        let job = Msg::Job(Job {
-            prepared: self.prepare(batch),
-            _permit: permit,
-            done,
-        });
-        // Counted before it can be taken, so the writer never sees the count run below zero.
-        self.queued.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = self.tx.try_send(job) {
-            self.queued.fetch_sub(1, Ordering::Relaxed);
-            return Err(match e {
-                mpsc::error::TrySendError::Full(_) => self.count_busy(),
-                mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
-            });
-        }
-        rx.await.map_err(|_| StoreError::Closed)?.0
+        let room = self.reserve(approx_bytes)?;
+        self.send(batch, room, false).await
     }
 
-    fn prepare(&self, batch: Batch) -> Prepared {
-        let live = self.changes.receiver_count() > 0;
-        let spans = self.live_spans.load(Ordering::Acquire);
-        prepare(batch, self.max_attr, live, spans)
+    /// Room for `bytes` in the queue's byte budget, or `Busy` at once. A receiver reserves while it
+    /// reads a request body, so requests still being read count against the budget too.
+    pub fn reserve(&self, bytes: usize) -> Result<Reservation, StoreError> {
+        self.budget
+            .clone()
+            .try_acquire_many_owned(self.permits(bytes))
+            .map(|p| Reservation(Some(p)))
+            .map_err(|_| self.count_busy())
+    }
+
+    /// Like `write`, with room reserved beforehand (see `reserve`).
+    pub async fn write_reserved(
+        &self,
+        batch: Batch,
+        room: Reservation,
+    ) -> Result<Receipt, StoreError> {
+        self.count_received(&batch);
+        self.send(batch, room, false).await
     }
 
     /// Like `write`, but waits for room instead of failing: for importers, which can afford to wait.
@@ -184,18 +193,43 @@ impl Writer {
             .acquire_many_owned(self.permits(approx_bytes))
             .await
             .map_err(|_| StoreError::Closed)?;
+        self.send(batch, Reservation(Some(permit)), true).await
+    }
+
+    /// Queues the job (waiting for a slot when `wait`, else failing with `Busy`) and waits for its commit.
+    async fn send(
+        &self,
+        batch: Batch,
+        room: Reservation,
+        wait: bool,
+    ) -> Result<Receipt, StoreError> {
         let (done, rx) = oneshot::channel();
         let job = Msg::Job(Job {
             prepared: self.prepare(batch),
-            _permit: permit,
+            _room: room,
             done,
         });
+        // Counted before it can be taken, so the writer never sees the count run below zero.
         self.queued.fetch_add(1, Ordering::Relaxed);
-        if self.tx.send(job).await.is_err() {
+        let sent = if wait {
+            self.tx.send(job).await.map_err(|_| StoreError::Closed)
+        } else {
+            self.tx.try_send(job).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => self.count_busy(),
+                mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+            })
+        };
+        if let Err(e) = sent {
             self.queued.fetch_sub(1, Ordering::Relaxed);
-            return Err(StoreError::Closed);
+            return Err(e);
         }
         rx.await.map_err(|_| StoreError::Closed)?.0
+    }
+
+    fn prepare(&self, batch: Batch) -> Prepared {
+        let live = self.changes.receiver_count() > 0;
+        let spans = self.live_spans.load(Ordering::Acquire);
+        prepare(batch, self.max_attr, live, spans)
     }
 
     fn permits(&self, approx_bytes: usize) -> u32 {
