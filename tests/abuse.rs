@@ -297,6 +297,48 @@ async fn slow_loris_connections_do_not_starve_a_normal_client() {
     dribble.abort();
 }
 
+/// The same on the gRPC port: connections that dribble the HTTP/2 connection preface hold a task each;
+/// a gRPC client's exports go through meanwhile.
+#[tokio::test]
+async fn slow_http2_prefaces_do_not_starve_a_grpc_client() {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+    let server = TestServer::start().await;
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut loris = Vec::new();
+    for _ in 0..300 {
+        let mut s = tokio::net::TcpStream::connect(server.grpc)
+            .await
+            .expect("connect");
+        s.write_all(&preface[..4]).await.expect("write");
+        loris.push(s);
+    }
+    let dribble = tokio::spawn(async move {
+        for i in 4..preface.len() {
+            for s in loris.iter_mut() {
+                let _ = s.write_all(&preface[i..i + 1]).await;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        loris
+    });
+    let mut client = TraceServiceClient::connect(server.grpc_url())
+        .await
+        .expect("gRPC connect");
+    for n in 40..50u64 {
+        let trace = [n as u8; 16];
+        let req = request(vec![span(trace, n, vec![kv_str("k", "v")])]);
+        tokio::time::timeout(Duration::from_secs(30), client.export(req))
+            .await
+            .expect("an export completes while 300 slow connections are open")
+            .expect("export accepted");
+    }
+    let trace = server
+        .get_json(&format!("/api/trace/{}", const_hex::encode([49u8; 16])))
+        .await;
+    assert!(trace.to_string().contains("abuse 49"), "{trace}");
+    dribble.abort();
+}
+
 /// The fix for the above at scale: a connection that never finishes its headers is closed once the
 /// header timeout passes (aotel serves with 30 s; here 300 ms), instead of holding a socket for ever,
 /// and so is an idle keep-alive connection.
