@@ -210,6 +210,7 @@ pub async fn run(
         identity
             .as_ref()
             .map(|id| tonic::transport::Identity::from_pem(&id.cert_pem, &id.key_pem)),
+        serve::HEADER_READ_TIMEOUT,
         stopped(),
     ));
     let tokens = config.tokens.clone();

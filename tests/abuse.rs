@@ -339,6 +339,51 @@ async fn slow_http2_prefaces_do_not_starve_a_grpc_client() {
     dribble.abort();
 }
 
+/// And the bound: a gRPC connection that has not sent the 24-byte HTTP/2 preface by the timeout (aotel
+/// serves with 30 s; here 300 ms) is closed. An established connection is not: a client that waits
+/// longer than that before exporting is served.
+#[tokio::test]
+async fn a_grpc_connection_without_its_preface_is_closed() {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = aotel::store::open(&dir.path().join("a.db"), &Default::default()).expect("store");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(aotel::receiver::grpc::serve(
+        listener,
+        store.writer.clone(),
+        16 << 20,
+        aotel::auth::Tokens::default(),
+        None,
+        Duration::from_millis(300),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let mut slow = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    slow.write_all(b"PRI ").await.expect("write");
+    let mut rest = Vec::new();
+    // EOF (or a reset) means the server hung up; the bound only turns a failure into an error.
+    let hung_up = tokio::time::timeout(Duration::from_secs(20), slow.read_to_end(&mut rest)).await;
+    assert!(
+        hung_up.is_ok(),
+        "the connection without a preface was left open"
+    );
+
+    let mut client = TraceServiceClient::connect(format!("http://{addr}"))
+        .await
+        .expect("gRPC connect");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let req = request(vec![span([0x61; 16], 1, vec![kv_str("k", "v")])]);
+    client.export(req).await.expect("export after the timeout");
+    let _ = stop.send(());
+    let _ = server.await;
+}
+
 /// The fix for the above at scale: a connection that never finishes its headers is closed once the
 /// header timeout passes (aotel serves with 30 s; here 300 ms), instead of holding a socket for ever,
 /// and so is an idle keep-alive connection.
