@@ -257,7 +257,8 @@ impl Checkpointer {
                     }
                     idle = if wal == last { idle + 1 } else { 0 };
                     last = wal;
-                    if idle == IDLE_TRUNCATE && wal > 0 && copied == wal {
+                    // Retried every tick until it runs: a reader may hold the WAL for a moment.
+                    if idle >= IDLE_TRUNCATE && wal > 0 && copied == wal {
                         checkpoint("TRUNCATE");
                     }
                 }
