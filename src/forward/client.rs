@@ -491,15 +491,8 @@ async fn http_export(
 
 /// The message of a `google.rpc.Status` body, or the text of a plain one, kept short.
 fn error_detail(bytes: &[u8], is_protobuf: bool) -> String {
-    #[derive(Clone, PartialEq, Message)]
-    struct RpcStatus {
-        #[prost(int32, tag = "1")]
-        code: i32,
-        #[prost(string, tag = "2")]
-        message: String,
-    }
     let text = if is_protobuf {
-        RpcStatus::decode(bytes)
+        crate::model::rpc::RpcStatus::decode(bytes)
             .map(|s| s.message)
             .unwrap_or_default()
     } else {

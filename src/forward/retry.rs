@@ -1,6 +1,7 @@
 //! When to try a destination again: exponential backoff with jitter, server hints (gRPC `RetryInfo`,
 //! HTTP `Retry-After`) and a circuit breaker that stops hammering a dead destination and probes it.
 
+use crate::model::rpc::{ProtoAny, RpcStatus};
 use prost::Message;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -150,28 +151,6 @@ fn parse_http_date(s: &str) -> Option<u64> {
     crate::model::time::parse_rfc3339(&text).map(|ns| ns / 1_000_000_000)
 }
 
-/// `google.rpc.Status` as carried in `grpc-status-details-bin`.
-#[derive(Clone, PartialEq, Message)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
-    #[prost(message, repeated, tag = "3")]
-    details: Vec<prost_any::Any>,
-}
-
-mod prost_any {
-    /// `google.protobuf.Any`.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Any {
-        #[prost(string, tag = "1")]
-        pub type_url: String,
-        #[prost(bytes = "vec", tag = "2")]
-        pub value: Vec<u8>,
-    }
-}
-
 /// `google.rpc.RetryInfo`.
 #[derive(Clone, PartialEq, Message)]
 struct RetryInfo {
@@ -214,7 +193,7 @@ pub fn grpc_retry_details(code: i32, message: &str, delay: Duration) -> Vec<u8> 
     RpcStatus {
         code,
         message: message.to_string(),
-        details: vec![prost_any::Any {
+        details: vec![ProtoAny {
             type_url: RETRY_INFO_TYPE.to_string(),
             value: info.encode_to_vec(),
         }],

@@ -3,6 +3,7 @@
 pub mod attrs;
 pub mod facts;
 pub mod ids;
+pub mod rpc;
 pub mod time;
 
 pub use opentelemetry_proto::tonic::{

@@ -36,13 +36,7 @@ impl Format {
 }
 
 /// `google.rpc.Status`, the body of every OTLP/HTTP error.
-#[derive(Clone, PartialEq, Message, Serialize)]
-pub struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    pub code: i32,
-    #[prost(string, tag = "2")]
-    pub message: String,
-}
+pub use crate::model::rpc::RpcStatus;
 
 /// A refused request: HTTP status, gRPC code for the body, and what was wrong.
 struct Refusal {
@@ -70,6 +64,7 @@ impl Refusal {
         let status = RpcStatus {
             code: self.code,
             message: self.message,
+            details: Vec::new(),
         };
         let mut resp = encode(format, &status, self.status);
         if self.status == StatusCode::SERVICE_UNAVAILABLE

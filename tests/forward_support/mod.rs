@@ -524,16 +524,10 @@ impl FakeOtlp {
 }
 
 fn rpc_status(code: i32, message: &str) -> Vec<u8> {
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct RpcStatus {
-        #[prost(int32, tag = "1")]
-        code: i32,
-        #[prost(string, tag = "2")]
-        message: String,
-    }
-    RpcStatus {
+    aotel::model::rpc::RpcStatus {
         code,
         message: message.to_string(),
+        details: Vec::new(),
     }
     .encode_to_vec()
 }
