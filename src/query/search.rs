@@ -73,6 +73,17 @@ pub struct Matched {
     pub scope: Arc<InstrumentationScope>,
 }
 
+impl Matched {
+    /// As conditions see it.
+    pub fn view(&self) -> SpanRef<'_> {
+        SpanRef {
+            span: &self.span,
+            resource: &self.resource,
+            scope: &self.scope,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct TraceHit {
     pub trace_id: Vec<u8>,

@@ -384,14 +384,7 @@ fn spanset_attributes(m: &Matched, fields: &[&Field]) -> Vec<Value> {
     for f in fields {
         match f {
             Field::Attr { scope, key } if key != "service.name" => {
-                let on_span = || attrs::get(&m.span.attributes, key);
-                let on_resource = || attrs::get(&m.resource.attributes, key);
-                let v = match scope {
-                    Scope::Span => on_span(),
-                    Scope::Resource => on_resource(),
-                    Scope::Any => on_span().or_else(on_resource),
-                };
-                if let Some(v) = v {
+                if let Some(v) = m.view().attr(scope, key) {
                     out.push(kv_json(key, any_json(v)));
                 }
             }
@@ -656,24 +649,13 @@ async fn tag_values(
                 if values.len() >= MAX_TAG_VALUES {
                     break;
                 }
-                let view = traceql::SpanRef {
-                    span: &m.span,
-                    resource: &m.resource,
-                    scope: &m.scope,
-                };
+                let view = m.view();
                 if !filter.matches(&view) {
                     continue;
                 }
                 match &field {
                     Field::Attr { scope, key } => {
-                        let on_span = || attrs::get(&m.span.attributes, key);
-                        let on_resource = || attrs::get(&m.resource.attributes, key);
-                        let v = match scope {
-                            Scope::Span => on_span(),
-                            Scope::Resource => on_resource(),
-                            Scope::Any => on_span().or_else(on_resource),
-                        };
-                        if let Some(v) = v {
+                        if let Some(v) = view.attr(scope, key) {
                             if let Some(text) = crate::store::index::value_text(v) {
                                 values.insert(text.into_owned(), value_type(v));
                             }

@@ -284,12 +284,17 @@ pub struct SpanRef<'a> {
     pub scope: &'a InstrumentationScope,
 }
 
-fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
-    attrs
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| kv.value.as_ref())
-        .and_then(|v| v.value.as_ref())
+impl<'a> SpanRef<'a> {
+    /// The value of `key` as `scope` finds it (for `Any`: the span's, else the resource's).
+    pub fn attr(&self, scope: &Scope, key: &str) -> Option<&'a AnyValue> {
+        let on_span = || crate::model::attrs::get(&self.span.attributes, key);
+        let on_resource = || crate::model::attrs::get(&self.resource.attributes, key);
+        match scope {
+            Scope::Span => on_span(),
+            Scope::Resource => on_resource(),
+            Scope::Any => on_span().or_else(on_resource),
+        }
+    }
 }
 
 impl Cond {
@@ -297,7 +302,9 @@ impl Cond {
         let span = s.span;
         match &self.field {
             Field::Attr { scope, key } => {
-                let on = |attrs: &[KeyValue]| attr(attrs, key).is_some_and(|v| self.test_value(v));
+                let on = |attrs: &[KeyValue]| {
+                    crate::model::attrs::get(attrs, key).is_some_and(|v| self.test_value(v))
+                };
                 match scope {
                     Scope::Span => on(&span.attributes),
                     Scope::Resource => on(&s.resource.attributes),
