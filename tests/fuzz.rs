@@ -446,25 +446,7 @@ fn transcript(data: &[u8]) -> Verdict {
     use aotel::ingest::transcript::Transcript;
     // A path with no meta file beside it: the parser sees only the lines.
     let mut t = Transcript::open(Path::new("/nonexistent/aotel-fuzz/session.jsonl"));
-    let mut rest = data;
-    let mut line_no = 0;
-    while !rest.is_empty() {
-        line_no += 1;
-        let (line, terminated) = match rest.iter().position(|b| *b == b'\n') {
-            Some(at) => {
-                let line = &rest[..at];
-                rest = &rest[at + 1..];
-                (line, true)
-            }
-            None => (std::mem::take(&mut rest), false),
-        };
-        let text = String::from_utf8_lossy(line);
-        if terminated {
-            t.push(line_no, &text, 1_700_000_000_000_000_000);
-        } else {
-            t.push_last_unterminated(line_no, &text, 1_700_000_000_000_000_000);
-        }
-    }
+    t.push_bytes(data, 0, 1_700_000_000_000_000_000);
     let _ = t.take_warnings();
     match t.render() {
         Some(r) => {

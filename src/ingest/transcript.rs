@@ -363,15 +363,27 @@ impl Transcript {
         });
     }
 
-    /// One complete line (without its newline). `seen_ns` is when it was read: the only clock for
-    /// lines of a run that has not reported its duration yet.
-    pub fn push(&mut self, line_no: usize, text: &str, seen_ns: u64) {
-        self.push_inner(line_no, text, seen_ns, false);
-    }
-
-    /// The file's last line when it has no newline: kept if it parses, else reported as truncated.
-    pub fn push_last_unterminated(&mut self, line_no: usize, text: &str, seen_ns: u64) {
-        self.push_inner(line_no, text, seen_ns, true);
+    /// Pushes every line of `bytes` (numbered from `lines_before + 1`). `seen_ns` is when they were
+    /// read: the only clock for lines of a run that has not reported its duration yet. A last line
+    /// without a newline is kept if it parses, else reported as truncated. Returns how many lines there
+    /// were.
+    pub fn push_bytes(&mut self, bytes: &[u8], lines_before: usize, seen_ns: u64) -> usize {
+        let mut line_no = lines_before;
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            line_no += 1;
+            let (line, terminated) = match rest.iter().position(|b| *b == b'\n') {
+                Some(at) => {
+                    let line = &rest[..at];
+                    rest = &rest[at + 1..];
+                    (line, true)
+                }
+                None => (std::mem::take(&mut rest), false),
+            };
+            let text = String::from_utf8_lossy(line);
+            self.push_inner(line_no, &text, seen_ns, !terminated);
+        }
+        line_no - lines_before
     }
 
     fn push_inner(&mut self, line_no: usize, text: &str, seen_ns: u64, unterminated: bool) {
@@ -1231,29 +1243,7 @@ fn merge_output(c: &mut SpanSpec, blocks: &[Block]) {
 pub fn read_file(path: &Path, seen_ns: u64) -> std::io::Result<Transcript> {
     let bytes = std::fs::read(path)?;
     let mut t = Transcript::open(path);
-    let mut rest: &[u8] = &bytes;
-    let mut line_no = 0;
-    while !rest.is_empty() {
-        line_no += 1;
-        let (line, terminated) = match rest.iter().position(|b| *b == b'\n') {
-            Some(at) => {
-                let line = &rest[..at];
-                rest = &rest[at + 1..];
-                (line, true)
-            }
-            None => {
-                let line = rest;
-                rest = &[];
-                (line, false)
-            }
-        };
-        let text = String::from_utf8_lossy(line);
-        if terminated {
-            t.push(line_no, &text, seen_ns);
-        } else {
-            t.push_last_unterminated(line_no, &text, seen_ns);
-        }
-    }
+    t.push_bytes(&bytes, 0, seen_ns);
     Ok(t)
 }
 
@@ -1392,14 +1382,14 @@ mod tests {
     #[test]
     fn broken_lines_are_reported() {
         let mut t = Transcript::default();
-        t.push(
-            1,
+        let lines = concat!(
             r#"{"type": "user_message", "content": "hi", "timestamp": "2025-11-16T10:30:12Z"}"#,
-            0,
+            "\nnot json\n",
+            r#"{"what": 1}"#,
+            "\n",
+            r#"{"content": [{"te"#,
         );
-        t.push(2, "not json", 0);
-        t.push(3, r#"{"what": 1}"#, 0);
-        t.push_last_unterminated(4, r#"{"content": [{"te"#, 0);
+        assert_eq!(t.push_bytes(lines.as_bytes(), 0, 0), 4);
         let w = t.take_warnings();
         assert_eq!(w.iter().map(|w| w.line).collect::<Vec<_>>(), [2, 3, 4]);
         assert!(w[2].reason.starts_with("truncated last line"));

@@ -172,26 +172,9 @@ impl Tracked {
         if complete == 0 {
             return Ok(false);
         }
-        let now = now_ns();
-        let mut rest = &buf[..complete];
-        while !rest.is_empty() {
-            self.lines += 1;
-            let (line, terminated) = match rest.iter().position(|b| *b == b'\n') {
-                Some(at) => {
-                    let line = &rest[..at];
-                    rest = &rest[at + 1..];
-                    (line, true)
-                }
-                None => (std::mem::take(&mut rest), false),
-            };
-            let text = String::from_utf8_lossy(line);
-            if terminated {
-                self.transcript.push(self.lines, &text, now);
-            } else {
-                self.transcript
-                    .push_last_unterminated(self.lines, &text, now);
-            }
-        }
+        self.lines += self
+            .transcript
+            .push_bytes(&buf[..complete], self.lines, now_ns());
         for w in self.transcript.take_warnings() {
             if w.line == 0 {
                 tracing::warn!(file = %path.display(), "{}", w.reason);
