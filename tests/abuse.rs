@@ -4,8 +4,7 @@
 mod common;
 
 use aotel::model::{
-    any_value::Value, attrs::kv_str, AnyValue, ExportTraceServiceRequest, KeyValue, ResourceSpans,
-    ScopeSpans, Span,
+    any_value::Value, attrs::kv_str, AnyValue, ExportTraceServiceRequest, KeyValue, Span,
 };
 use common::TestServer;
 use prost::Message;
@@ -27,16 +26,7 @@ fn span(trace: [u8; 16], n: u64, attributes: Vec<KeyValue>) -> Span {
 }
 
 fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: None,
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            schema_url: String::new(),
-        }],
-    }
+    common::traces_request(None, spans)
 }
 
 async fn post(server: &TestServer, ctype: &str, body: Vec<u8>) -> (u16, String) {

@@ -12,9 +12,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{
-    status::StatusCode, ResourceSpans, ScopeSpans, Span, Status,
-};
+use opentelemetry_proto::tonic::trace::v1::{status::StatusCode, Span, Status};
 use prost::Message;
 
 const SESSION: &str = "9b2e4c61-7d3a-4f0e-a5b8-1c6d2e3f4a5b";
@@ -355,16 +353,7 @@ fn traces() -> ExportTraceServiceRequest {
         vec![kv_bool("success", true)],
         true,
     );
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(resource()),
-            scope_spans: vec![ScopeSpans {
-                spans: t.spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
+    common::traces_request(Some(resource()), t.spans)
 }
 
 async fn post(server: &TestServer, path: &str, content_type: &str, body: Vec<u8>) {

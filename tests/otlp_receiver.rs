@@ -5,7 +5,7 @@ mod common;
 
 use aotel::model::{
     attrs::kv_str, ExportLogsServiceRequest, ExportTraceServiceRequest, LogRecord, ResourceLogs,
-    ResourceSpans, ScopeLogs, ScopeSpans, Span,
+    ScopeLogs, Span,
 };
 use aotel::Config;
 use common::TestServer;
@@ -31,19 +31,11 @@ fn span(trace: u8, span: u8, name: &str) -> Span {
 }
 
 fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(aotel::model::Resource {
-                attributes: vec![kv_str("service.name", "edge")],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
+    let resource = aotel::model::Resource {
+        attributes: vec![kv_str("service.name", "edge")],
+        ..Default::default()
+    };
+    common::traces_request(Some(resource), spans)
 }
 
 async fn post(

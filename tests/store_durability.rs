@@ -2,9 +2,7 @@
 
 mod common;
 
-use aotel::model::{
-    attrs::kv_str, status, ExportTraceServiceRequest, ResourceSpans, ScopeSpans, Span, Status,
-};
+use aotel::model::{attrs::kv_str, status, Span, Status};
 use aotel::store::schema;
 use common::TestServer;
 use prost::Message;
@@ -48,16 +46,7 @@ fn root_span() -> Span {
 }
 
 fn body(spans: Vec<Span>) -> Vec<u8> {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
+    common::traces_request(None, spans).encode_to_vec()
 }
 
 async fn export(server: &TestServer, spans: Vec<Span>) {

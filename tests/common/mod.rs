@@ -341,7 +341,7 @@ pub fn load_trace_id(tag: u8, n: u64) -> Vec<u8> {
 /// One encoded OTLP request of `spans` Bash tool calls (the first one the parent of the rest) in trace
 /// `load_trace_id(tag, n)`, in session `{session}-{n % 7}`, each with `result_bytes` of output.
 pub fn load_request(tag: u8, n: u64, spans: u64, session: &str, result_bytes: usize) -> Vec<u8> {
-    use aotel::model::{attrs::kv_str, ExportTraceServiceRequest, ResourceSpans, ScopeSpans, Span};
+    use aotel::model::{attrs::kv_str, Span};
     use prost::Message;
     let trace_id = load_trace_id(tag, n);
     let spans = (1..=spans)
@@ -365,8 +365,18 @@ pub fn load_request(tag: u8, n: u64, spans: u64, session: &str, result_bytes: us
             ..Default::default()
         })
         .collect();
+    traces_request(None, spans).encode_to_vec()
+}
+
+/// An export request of `spans` in one scope, with `resource`.
+pub fn traces_request(
+    resource: Option<aotel::model::Resource>,
+    spans: Vec<aotel::model::Span>,
+) -> aotel::model::ExportTraceServiceRequest {
+    use aotel::model::{ExportTraceServiceRequest, ResourceSpans, ScopeSpans};
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
+            resource,
             scope_spans: vec![ScopeSpans {
                 spans,
                 ..Default::default()
@@ -374,5 +384,4 @@ pub fn load_request(tag: u8, n: u64, spans: u64, session: &str, result_bytes: us
             ..Default::default()
         }],
     }
-    .encode_to_vec()
 }
