@@ -441,33 +441,48 @@ async fn flood(s: &TestServer, key: &str, batches: u64, per: u64) {
     }
 }
 
-#[tokio::test]
-async fn a_client_that_stops_reading_is_skipped_ahead_with_a_fresh_snapshot() {
+const BATCHES: u64 = 40;
+const PER_BATCH: u64 = 8;
+
+/// A server with the given live-view settings, a client that stops reading once its snapshot is in
+/// flight, and one that reads (its snapshot already read).
+async fn stalled_and_reading(
+    live: impl FnOnce(&mut aotel::live::LiveOptions),
+) -> (TestServer, tempfile::TempDir, Ws, Ws) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = Config::with_db(dir.path().join("aotel.db"));
-    config.live.client_queue = 4;
-    config.live.send_timeout = Duration::from_secs(600);
+    live(&mut config.live);
     let s = TestServer::start_with(config).await;
+    let stalled = stalled_client(s.api, "?spans=true").await;
+    let mut reading = Ws::connect(s.api, "?spans=true").await;
+    reading.next_of("snapshot").await;
+    (s, dir, stalled, reading)
+}
 
-    let mut slow = stalled_client(s.api, "?spans=true").await;
-    let mut fast = Ws::connect(s.api, "?spans=true").await;
-    fast.next_of("snapshot").await;
-    // The slow client has its snapshot in flight; from here on it reads nothing until ingest is done.
-    let (batches, per) = (40, 8);
+/// Stores `BATCHES` × `PER_BATCH` spans while `reading` follows; gives it back with the spans it saw.
+async fn flood_while_reading(s: &TestServer, mut reading: Ws) -> (Ws, u64) {
     let reader = tokio::spawn(async move {
         let mut seen = 0;
-        while seen < batches * per {
-            let d = fast.next_of("delta").await;
+        while seen < BATCHES * PER_BATCH {
+            let d = reading.next_of("delta").await;
             seen += d["spans"].as_array().map_or(0, |a| a.len() as u64);
         }
-        seen
+        (reading, seen)
     });
-    flood(&s, "flooded", batches, per).await;
-    assert_eq!(
-        reader.await.expect("fast reader"),
-        batches * per,
-        "a reading client got every span"
-    );
+    flood(s, "flooded", BATCHES, PER_BATCH).await;
+    reader.await.expect("reading client")
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_skipped_ahead_with_a_fresh_snapshot() {
+    let (s, _dir, mut slow, fast) = stalled_and_reading(|live| {
+        live.client_queue = 4;
+        live.send_timeout = Duration::from_secs(600);
+    })
+    .await;
+    // The slow client has its snapshot in flight; from here on it reads nothing until ingest is done.
+    let (_, seen) = flood_while_reading(&s, fast).await;
+    assert_eq!(seen, BATCHES * PER_BATCH, "a reading client got every span");
 
     // Now the slow client reads: it missed updates, is told so, and gets a snapshot with everything.
     let mut missed = None;
@@ -479,7 +494,7 @@ async fn a_client_that_stops_reading_is_skipped_ahead_with_a_fresh_snapshot() {
                 let row = find(&m["sessions"], "flooded");
                 assert_eq!(
                     row["spans"],
-                    batches * per,
+                    BATCHES * PER_BATCH,
                     "the fresh snapshot is up to date"
                 );
                 break;
@@ -499,25 +514,11 @@ async fn a_client_that_stops_reading_is_skipped_ahead_with_a_fresh_snapshot() {
 
 #[tokio::test]
 async fn a_client_whose_socket_stays_full_is_disconnected() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = Config::with_db(dir.path().join("aotel.db"));
-    config.live.send_timeout = Duration::from_millis(200);
-    let s = TestServer::start_with(config).await;
-
-    let mut stalled = stalled_client(s.api, "?spans=true").await;
-    let mut fast = Ws::connect(s.api, "?spans=true").await;
-    fast.next_of("snapshot").await;
-    let (batches, per) = (40, 8);
-    let reader = tokio::spawn(async move {
-        let mut seen = 0;
-        while seen < batches * per {
-            let d = fast.next_of("delta").await;
-            seen += d["spans"].as_array().map_or(0, |a| a.len() as u64);
-        }
-        fast
-    });
-    flood(&s, "flooded", batches, per).await;
-    let mut fast = reader.await.expect("fast reader");
+    let (s, _dir, mut stalled, fast) = stalled_and_reading(|live| {
+        live.send_timeout = Duration::from_millis(200);
+    })
+    .await;
+    let (mut fast, _) = flood_while_reading(&s, fast).await;
 
     // The stalled client finds its connection ended after what was already in flight.
     let mut messages = 0;
@@ -532,7 +533,7 @@ async fn a_client_whose_socket_stays_full_is_disconnected() {
     }
     assert!(messages > 0, "it got its hello before stalling");
     assert!(
-        spans < batches * per,
+        spans < BATCHES * PER_BATCH,
         "it was cut off instead of being waited for ({spans} spans delivered)"
     );
 
