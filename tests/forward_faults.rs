@@ -41,6 +41,15 @@ fn config_forwarding(db: &Path, destinations: Vec<DestinationSpec>, batch: usize
     config
 }
 
+/// An aotel forwarding traces (only) to `url`, batches of 1,000.
+async fn traces_upstream(url: &str) -> (TestServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = DestinationSpec::parse(url).unwrap();
+    spec.logs = false;
+    let config = config_forwarding(&dir.path().join("up.db"), vec![spec], 1000);
+    (TestServer::start_with(config).await, dir)
+}
+
 async fn dead_letters(api: std::net::SocketAddr) -> Vec<serde_json::Value> {
     let v: serde_json::Value = reqwest::get(format!("http://{api}/api/forward/dead-letters"))
         .await
@@ -102,15 +111,7 @@ async fn http_retry_after_is_honored() {
         }
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut spec = DestinationSpec::parse(&fake.url()).unwrap();
-    spec.logs = false;
-    let upstream = TestServer::start_with(config_forwarding(
-        &dir.path().join("up.db"),
-        vec![spec],
-        1000,
-    ))
-    .await;
+    let (upstream, _dir) = traces_upstream(&fake.url()).await;
     let req = traces("ra", 2, 5);
     send_traces(upstream.http, &req).await;
     fake.wait_requests(3, Duration::from_secs(30)).await;
@@ -176,15 +177,7 @@ async fn grpc_retry_info_is_honored() {
         .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
     tokio::spawn(server);
 
-    let dir = tempfile::tempdir().unwrap();
-    let mut spec = DestinationSpec::parse(&format!("grpc://{addr}")).unwrap();
-    spec.logs = false;
-    let upstream = TestServer::start_with(config_forwarding(
-        &dir.path().join("up.db"),
-        vec![spec],
-        1000,
-    ))
-    .await;
+    let (upstream, _dir) = traces_upstream(&format!("grpc://{addr}")).await;
     send_traces(upstream.http, &traces("ri", 1, 7)).await;
     wait_for("the second attempt", Duration::from_secs(20), || async {
         (service.calls.lock().unwrap().len() >= 2).then_some(())
@@ -212,15 +205,7 @@ async fn a_refused_batch_is_dead_lettered_and_later_batches_still_flow() {
         }
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut spec = DestinationSpec::parse(&fake.url()).unwrap();
-    spec.logs = false;
-    let upstream = TestServer::start_with(config_forwarding(
-        &dir.path().join("up.db"),
-        vec![spec],
-        1000,
-    ))
-    .await;
+    let (upstream, _dir) = traces_upstream(&fake.url()).await;
 
     let first = traces("dl0", 1, 6);
     send_traces(upstream.http, &first).await;
