@@ -9,63 +9,27 @@
 //!
 //! `cargo bench --bench forward` (quick: `AOTEL_BENCH_OUTAGE_SECS=10 AOTEL_BENCH_SPANS=50000 cargo bench --bench forward`)
 
+#[path = "../tests/common/mod.rs"]
+mod common;
 #[path = "../tests/forward_support/mod.rs"]
 mod forward_support;
 
 use aotel::forward::retry::RetryPolicy;
 use aotel::forward::{DestinationSpec, ForwardConfig};
-use aotel::{Config, Listeners};
+use aotel::Config;
+use common::TestServer as Server;
 use forward_support::{count_spans, forward_status, free_addr, send_traces, traces};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
 
 fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-struct Server {
-    http: SocketAddr,
-    api: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    handle: tokio::task::JoinHandle<Result<(), aotel::Error>>,
-}
-
-impl Server {
-    async fn start(config: Config, listeners: Listeners) -> Server {
-        let (_, http, api) = listeners.addrs();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let handle = tokio::spawn(aotel::run(config, listeners, async {
-            let _ = stopped.await;
-        }));
-        for _ in 0..400 {
-            if let Ok(r) = reqwest::get(format!("http://{api}/readyz")).await {
-                if r.status().is_success() {
-                    break;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        Server {
-            http,
-            api,
-            stop: Some(stop),
-            handle,
-        }
-    }
-
-    async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        let _ = self.handle.await;
-    }
 }
 
 fn upstream_config(db: &Path, url: String) -> Config {
@@ -99,11 +63,7 @@ async fn throughput(protocol: &str, spans: u64) {
         "grpc" => format!("grpc://{grpc}"),
         _ => format!("http://{http}/v1/traces"),
     };
-    let up = Server::start(
-        upstream_config(&dir.path().join("up.db"), url),
-        Listeners::ephemeral().await.expect("ports"),
-    )
-    .await;
+    let up = Server::start_with(upstream_config(&dir.path().join("up.db"), url)).await;
     let per_request = 1000u64;
     let requests: Vec<_> = (0..spans.div_ceil(per_request))
         .map(|i| traces(&format!("tp{i}"), 10, 100))
@@ -118,11 +78,9 @@ async fn throughput(protocol: &str, spans: u64) {
         "(for reference: aotel ingested the backlog over OTLP/HTTP at {:.0} spans/s, one request at a time)",
         stored as f64 / ingest_secs
     );
-    let down = Server::start(
+    let down = Server::start_on(
         Config::with_db(dir.path().join("down.db")),
-        Listeners::bind(grpc, http, api)
-            .await
-            .expect("reserved ports"),
+        (grpc, http, api),
     )
     .await;
     let started = Instant::now();
@@ -144,10 +102,10 @@ async fn catch_up(outage: u64) {
     let rate = 10_000u64;
     let dir = tempfile::tempdir().expect("tmp");
     let (grpc, http, api) = (free_addr(), free_addr(), free_addr());
-    let up = Server::start(
-        upstream_config(&dir.path().join("up.db"), format!("grpc://{grpc}")),
-        Listeners::ephemeral().await.expect("ports"),
-    )
+    let up = Server::start_with(upstream_config(
+        &dir.path().join("up.db"),
+        format!("grpc://{grpc}"),
+    ))
     .await;
     // Pre-build the requests so ingest pacing does not depend on this process's CPU for encoding.
     let running = Arc::new(AtomicBool::new(true));
@@ -178,11 +136,9 @@ async fn catch_up(outage: u64) {
     };
     tokio::time::sleep(Duration::from_secs(outage)).await;
     let backlog = lag_spans(up.api).await;
-    let down = Server::start(
+    let down = Server::start_on(
         Config::with_db(dir.path().join("down.db")),
-        Listeners::bind(grpc, http, api)
-            .await
-            .expect("reserved ports"),
+        (grpc, http, api),
     )
     .await;
     let started = Instant::now();

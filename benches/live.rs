@@ -4,6 +4,8 @@
 //!
 //! Run: `cargo bench --bench live` (prints figures; no assertions).
 
+#[path = "../tests/common/mod.rs"]
+mod common;
 #[path = "../tests/live_support/mod.rs"]
 mod live_support;
 
@@ -11,8 +13,8 @@ use aotel::model::attrs::{kv_i64, kv_str};
 use aotel::model::{
     ExportTraceServiceRequest, InstrumentationScope, Resource, ResourceSpans, ScopeSpans, Span,
 };
+use common::TestServer as Server;
 use futures_util::StreamExt;
-use live_support::Server;
 use prost::Message as _;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -250,7 +252,7 @@ fn ms(d: Duration) -> f64 {
 async fn latency(rate: usize, per: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let any: SocketAddr = ([127, 0, 0, 1], 0).into();
-    let server = Server::start(
+    let server = Server::start_on(
         aotel::Config::with_db(dir.path().join("bench.db")),
         (any, any, any),
     )
@@ -379,7 +381,7 @@ fn cpu_secs() -> Option<f64> {
 async fn ingest(with_clients: bool) -> (f64, f64, f64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let any: SocketAddr = ([127, 0, 0, 1], 0).into();
-    let server = Server::start(
+    let server = Server::start_on(
         aotel::Config::with_db(dir.path().join("bench.db")),
         (any, any, any),
     )

@@ -3,8 +3,10 @@
 //! runs, the keyboard works, and the page reconnects and resyncs after a server restart. Screenshots go
 //! to tests/artifacts/.
 
+mod common;
 mod live_support;
 
+use common::TestServer as Server;
 use live_support::*;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -389,7 +391,7 @@ async fn the_page_shows_sessions_live_and_renders_agent_text_as_text() {
         c
     };
     let any: SocketAddr = ([127, 0, 0, 1], 0).into();
-    let server = Server::start(config(), (any, any, any)).await;
+    let server = Server::start_on(config(), (any, any, any)).await;
     let client = reqwest::Client::new();
     let browser = Browser::start().await;
 
@@ -590,7 +592,7 @@ async fn the_page_shows_sessions_live_and_renders_agent_text_as_text() {
             "document.getElementById('conn').dataset.state !== 'live'",
         )
         .await;
-    let server = Server::start(config(), addrs).await;
+    let server = Server::start_on(config(), addrs).await;
     browser
         .wait(
             "the page to reconnect",

@@ -39,6 +39,31 @@ impl TestServer {
         TestServer::start_bound(config, listeners).await
     }
 
+    /// A server on chosen addresses (gRPC, HTTP, API; port 0 picks one), so a test can stop it and
+    /// start another on the same ports. The old listener's port may take a moment to be free again.
+    pub async fn start_on(
+        config: Config,
+        addrs: (SocketAddr, SocketAddr, SocketAddr),
+    ) -> TestServer {
+        let mut tries = 0;
+        let listeners = loop {
+            match Listeners::bind(addrs.0, addrs.1, addrs.2).await {
+                Ok(l) => break l,
+                Err(e) if tries < 100 => {
+                    tries += 1;
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("bind {addrs:?}: {e}"),
+            }
+        };
+        TestServer::start_bound(config, listeners).await
+    }
+
+    pub fn addrs(&self) -> (SocketAddr, SocketAddr, SocketAddr) {
+        (self.grpc, self.http, self.api)
+    }
+
     /// A server on listeners the caller bound (e.g. the same ports again, to bring a downstream back).
     pub async fn start_bound(config: Config, listeners: Listeners) -> TestServer {
         let (grpc, http, api) = listeners.addrs();
