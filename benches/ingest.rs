@@ -319,11 +319,16 @@ fn main() {
     let stored: i64 = conn
         .query_row("SELECT COUNT(*) FROM spans", [], |r| r.get(0))
         .unwrap_or(0);
-    let bytes: u64 = ["", "-wal"]
-        .iter()
-        .filter_map(|s| std::fs::metadata(format!("{}{s}", db.display())).ok())
-        .map(|m| m.len())
-        .sum();
+    // The pages in use (WAL included), not the files: a WAL not yet cut back would count twice.
+    let bytes: u64 = conn
+        .query_row(
+            "SELECT (page_count - freelist_count) * page_size
+             FROM pragma_page_count, pragma_freelist_count, pragma_page_size",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|b| b as u64)
+        .unwrap_or(0);
     println!(
         "aotel peak RSS {rss:.0} MB; {stored} spans stored in {:.1} MB = {:.0} bytes/span",
         bytes as f64 / 1e6,

@@ -38,10 +38,16 @@ async fn index_written(db: &std::path::Path) {
     .await;
 }
 
-fn attr_count(db: &std::path::Path) -> i64 {
+/// Index entries (expanded from their chunks).
+fn attr_entries(db: &std::path::Path) -> Vec<aotel::store::index::Entry> {
     let c = rusqlite::Connection::open(db).expect("open db");
-    c.query_row("SELECT COUNT(*) FROM span_attrs", [], |r| r.get(0))
-        .expect("count")
+    let mut e = aotel::store::index::entries(&c).expect("entries");
+    e.sort_unstable();
+    e
+}
+
+fn attr_count(db: &std::path::Path) -> usize {
+    attr_entries(db).len()
 }
 
 #[tokio::test]
@@ -91,10 +97,11 @@ async fn data_stored_before_the_index_is_indexed_at_startup() {
     let server = TestServer::start().await;
     post_otlp_json(&server, &request()).await;
     let (db, dir) = server.stop().await;
-    let indexed = attr_count(&db);
+    let indexed = attr_entries(&db);
     assert!(
-        indexed > 20,
-        "every short span attribute is indexed: {indexed}"
+        indexed.len() > 20,
+        "every short span attribute is indexed: {}",
+        indexed.len()
     );
 
     // What migration 3 leaves behind on a database that already had spans: empty index tables and
@@ -110,9 +117,9 @@ async fn data_stored_before_the_index_is_indexed_at_startup() {
     assert_eq!(attr_count(&db), 0);
     let server = TestServer::start_at(&db).await;
     assert_eq!(
-        attr_count(&db),
+        attr_entries(&db),
         indexed,
-        "the backfill rebuilds the same rows"
+        "the backfill rebuilds the same entries"
     );
     assert_eq!(
         traces(&server, "service=ao&tag=gen_ai.tool.call.id:toolu_02").await,
@@ -147,8 +154,14 @@ fn drop_newest_rows(db: &std::path::Path, keep: i64) -> i64 {
     let upto: i64 = c
         .query_row("SELECT MAX(seq) - ?1 FROM spans", [keep], |r| r.get(0))
         .expect("max seq");
-    c.execute("DELETE FROM span_attrs WHERE seq > ?1", [upto])
-        .expect("delete rows");
+    let mut gone: Vec<_> = aotel::store::index::entries(&c)
+        .expect("entries")
+        .into_iter()
+        .filter(|e| e.2 > upto)
+        .collect();
+    let tx = c.unchecked_transaction().expect("tx");
+    aotel::store::index::unindex(&tx, &mut gone).expect("delete entries");
+    tx.commit().expect("commit");
     c.execute(
         "UPDATE meta SET value = ?1 WHERE key = 'span_attrs_upto'",
         [upto],
@@ -219,12 +232,12 @@ async fn index_rows_a_crash_lost_are_rebuilt_at_startup() {
     let server = TestServer::start().await;
     post_otlp_json(&server, &request()).await;
     let (db, dir) = server.stop().await;
-    let indexed = attr_count(&db);
+    let indexed = attr_entries(&db);
     let upto = drop_newest_rows(&db, 3);
-    assert!(attr_count(&db) < indexed, "rows were dropped");
+    assert!(attr_count(&db) < indexed.len(), "entries were dropped");
 
     let server = TestServer::start_at(&db).await;
-    assert_eq!(attr_count(&db), indexed, "the same rows are back");
+    assert_eq!(attr_entries(&db), indexed, "the same entries are back");
     let c = rusqlite::Connection::open(&db).expect("open db");
     let (now, max): (i64, i64) = c
         .query_row(
@@ -242,5 +255,136 @@ async fn index_rows_a_crash_lost_are_rebuilt_at_startup() {
         vec![T1]
     );
     drop(server);
+    drop(dir);
+}
+
+/// Batches whose spans share values (one chunk holds many entries) and overlap in time (chunks of
+/// different flushes interleave): every search answers exactly what checking every span would.
+#[tokio::test]
+async fn chunked_entries_answer_like_checking_every_span() {
+    use aotel::query::search::{search, SearchParams};
+    use prost::Message;
+    let server = TestServer::start().await;
+    // A small deterministic generator, so a failure can be replayed.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    for batch in 0..8u64 {
+        let mut spans = Vec::new();
+        for i in 0..400u64 {
+            let trace = format!("{:016x}{:016x}", batch + 1, i % 40 + 1);
+            // Every batch spreads over the same 120 s: chunks of different flushes interleave, and
+            // within one flush a value's entries are cut into chunks by the window as well as by count.
+            let start = BASE + next(120) * SEC + next(1000) * MS;
+            let op = ["a", "b"][next(2) as usize];
+            let attrs = json!([
+                { "key": "op", "value": { "stringValue": op } },
+                { "key": "tool", "value": { "stringValue": format!("t{}", next(5)) } },
+                { "key": "call", "value": { "stringValue": format!("c{batch}-{i}") } },
+            ]);
+            spans.push(json!({
+                "traceId": trace, "spanId": format!("{:016x}", batch * 1000 + i + 1),
+                "name": "execute_tool", "kind": 1,
+                "startTimeUnixNano": start.to_string(), "endTimeUnixNano": (start + MS).to_string(),
+                "attributes": attrs,
+            }));
+        }
+        let req = json!({ "resourceSpans": [{
+            "resource": { "attributes": [{ "key": "service.name", "value": { "stringValue": "chunks" } }] },
+            "scopeSpans": [{ "spans": spans }],
+        }]});
+        post_otlp_json(&server, &req).await;
+        // Each batch its own flush.
+        index_written(&server.db).await;
+    }
+    let (db, dir) = server.stop().await;
+    let c = rusqlite::Connection::open(&db).expect("open db");
+    let rows: i64 = c
+        .query_row("SELECT COUNT(*) FROM span_attrs", [], |r| r.get(0))
+        .expect("rows");
+    let rows = rows as usize;
+    assert!(
+        rows < attr_count(&db),
+        "shared values are stored as chunks: {rows} rows for {} entries",
+        attr_count(&db)
+    );
+    // Every span, decoded: what a search must find, newest first.
+    let mut all: Vec<(i64, i64, String, aotel::model::Span)> = c
+        .prepare("SELECT start_ns, seq, body FROM spans")
+        .and_then(|mut s| {
+            s.query_map([], |r| {
+                let body: Vec<u8> = r.get(2)?;
+                let span = aotel::model::Span::decode(body.as_slice()).expect("decode");
+                Ok((r.get(0)?, r.get(1)?, hex(&span.trace_id), span))
+            })?
+            .collect()
+        })
+        .expect("spans");
+    all.sort_by_key(|s| std::cmp::Reverse((s.0, s.1)));
+    let cases = [
+        ("op", "a", 0, 120, 5),
+        ("op", "a", 0, 120, 1500),
+        ("op", "b", 30, 90, 1500),
+        ("tool", "t3", 0, 120, 7),
+        ("tool", "t1", 12, 12, 1500),
+        ("call", "c3-17", 0, 120, 20),
+        ("call", "c4-0", 0, 120, 20),
+        ("op", "a", 7, 7, 3),
+    ];
+    for (key, value, from_s, to_s, limit) in cases {
+        let (lo, hi) = (
+            (BASE + from_s * SEC) as i64,
+            (BASE + to_s * SEC + 999 * MS) as i64,
+        );
+        // Traces in the order of their newest match, each with its newest `keep_spans` (3) matches;
+        // the search stops at the `limit`-th trace.
+        let mut want: Vec<(String, Vec<String>)> = Vec::new();
+        for (start, _, trace, span) in &all {
+            let carries = span.attributes.iter().any(|kv| {
+                kv.key == key
+                    && kv.value.as_ref().and_then(|v| v.value.as_ref())
+                        == Some(&aotel::model::any_value::Value::StringValue(value.into()))
+            });
+            if !carries || !(lo..=hi).contains(start) {
+                continue;
+            }
+            match want.iter_mut().find(|(t, _)| t == trace) {
+                Some((_, kept)) if kept.len() < 3 => kept.push(hex(&span.span_id)),
+                Some(_) => {}
+                None => {
+                    want.push((trace.clone(), vec![hex(&span.span_id)]));
+                    if want.len() == limit {
+                        break;
+                    }
+                }
+            }
+        }
+        let p = SearchParams {
+            filter: aotel::query::traceql::parse(&format!(r#"{{ span.{key} = "{value}" }}"#))
+                .expect("traceql"),
+            start_min: Some(lo),
+            start_max: Some(hi),
+            limit,
+            ..SearchParams::default()
+        };
+        let got: Vec<(String, Vec<String>)> = search(&c, &p)
+            .expect("search")
+            .traces
+            .iter()
+            .map(|t| {
+                let kept = t.spans.iter().map(|m| hex(&m.span.span_id)).collect();
+                (hex(&t.trace_id), kept)
+            })
+            .collect();
+        assert!(!want.is_empty(), "{key}={value}: the case finds something");
+        assert_eq!(
+            got, want,
+            "{key}={value} from {from_s}s to {to_s}s, limit {limit}"
+        );
+    }
     drop(dir);
 }

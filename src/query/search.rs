@@ -11,7 +11,7 @@
 
 use super::traceql::{Cond, Expr, Field, Literal, Op, Scope, SpanRef};
 use crate::model::{InstrumentationScope, Resource, Span};
-use crate::store::index::{attr_hash, indexable, indexed_upto};
+use crate::store::index::{attr_hash, indexable, indexed_upto, Postings, CHUNK_WINDOW_NS};
 use crate::store::StoreError;
 use prost::Message;
 use rusqlite::types::Value as Sql;
@@ -253,7 +253,9 @@ fn narrow_one(c: &Connection, cond: &Cond, n: &mut Narrowing) -> rusqlite::Resul
 fn estimate(c: &Connection, path: &Path, lo: i64, hi: i64, indexed: i64) -> rusqlite::Result<i64> {
     let (sql, key): (&str, Sql) = match path {
         Path::Attr(h) => (
-            "SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM span_attrs WHERE h = ?1 AND start_ns BETWEEN ?2 AND ?3 LIMIT ?4))
+            // A chunk holds entries up to CHUNK_WINDOW_NS older than its key (store::index).
+            "SELECT (SELECT COALESCE(SUM(1 + COALESCE(length(more), 0) / 16), 0) FROM (SELECT more FROM span_attrs
+                     WHERE h = ?1 AND start_ns BETWEEN ?2 AND ?6 LIMIT ?4))
                 + (SELECT COUNT(*) FROM (SELECT 1 FROM spans NOT INDEXED WHERE seq > ?5 AND start_ns BETWEEN ?2 AND ?3 LIMIT ?4))",
             (*h).into(),
         ),
@@ -268,7 +270,10 @@ fn estimate(c: &Connection, path: &Path, lo: i64, hi: i64, indexed: i64) -> rusq
     };
     let mut stmt = c.prepare_cached(sql)?;
     if matches!(path, Path::Attr(_)) {
-        stmt.query_row(params![key, lo, hi, ESTIMATE_CAP, indexed], |r| r.get(0))
+        let chunk_hi = hi.saturating_add(CHUNK_WINDOW_NS);
+        stmt.query_row(params![key, lo, hi, ESTIMATE_CAP, indexed, chunk_hi], |r| {
+            r.get(0)
+        })
     } else {
         stmt.query_row(params![key, lo, hi, ESTIMATE_CAP], |r| r.get(0))
     }
@@ -374,32 +379,36 @@ pub fn search(c: &Connection, p: &SearchParams) -> Result<Outcome, StoreError> {
         clauses.push("s.service = ?".into());
         args.push(s.clone().into());
     }
-    let (from, order_start, order_seq, path_arg): (&str, &str, &str, Option<Sql>) = match &path {
-        Path::Attr(h) => (
-            "span_attrs i JOIN spans s ON s.seq = i.seq WHERE i.h = ? AND",
-            "i.start_ns",
-            "i.seq",
-            Some((*h).into()),
-        ),
-        Path::Service(s) => (
-            "spans s WHERE s.service = ? AND",
-            "s.start_ns",
-            "s.seq",
-            Some(s.clone().into()),
-        ),
-        Path::All => ("spans s WHERE", "s.start_ns", "s.seq", None),
-    };
     let extra = if clauses.is_empty() {
         String::new()
     } else {
         format!(" AND {}", clauses.join(" AND "))
     };
-    let sql = format!(
-        "SELECT s.seq, s.trace_id, {order_start}, s.resource_id, s.scope_id FROM {from} \
-         {order_start} >= ? AND ({order_start}, {order_seq}) < (?, ?){extra} \
-         ORDER BY {order_start} DESC, {order_seq} DESC LIMIT ?"
-    );
-    let mut stmt = c.prepare(&sql)?;
+    let columns = "s.seq, s.trace_id, s.start_ns, s.resource_id, s.scope_id";
+    let mut source = match &path {
+        Path::Attr(h) => Source::Index {
+            entries: Postings::new(*h, lo, hi),
+            lookup: c.prepare(&format!(
+                "SELECT {columns} FROM spans s WHERE s.seq = ?{extra}"
+            ))?,
+        },
+        Path::Service(_) | Path::All => {
+            let (from, path_arg) = match &path {
+                Path::Service(s) => ("s.service = ? AND", Some(s.clone().into())),
+                _ => ("", None),
+            };
+            Source::Scan {
+                stmt: c.prepare(&format!(
+                    "SELECT {columns} FROM spans s WHERE {from} s.start_ns >= ? \
+                     AND (s.start_ns, s.seq) < (?, ?){extra} ORDER BY s.start_ns DESC, s.seq DESC LIMIT ?"
+                ))?,
+                path_arg,
+                // `start_ns <= hi` is folded into the cursor: (start, seq) < (hi, MAX) admits start == hi.
+                cursor: (hi, i64::MAX),
+                chunk: 256,
+            }
+        }
+    };
     // The attribute index trails the spans (store::index::Backlog): on that path, the spans above
     // `upto` are read directly, merged in newest first, and each checked against the whole condition.
     let (upto, mut tail) = match &path {
@@ -420,22 +429,10 @@ pub fn search(c: &Connection, p: &SearchParams) -> Result<Outcome, StoreError> {
             ..Outcome::default()
         },
     };
-    let mut cursor = (hi, i64::MAX);
-    let mut chunk: i64 = 256;
     let mut stopped = false;
     'scan: loop {
-        let mut bind: Vec<Sql> = Vec::with_capacity(args.len() + 5);
-        bind.extend(path_arg.clone());
-        bind.push(lo.into());
-        bind.push(cursor.0.into());
-        bind.push(cursor.1.into());
-        bind.extend(args.iter().cloned());
-        bind.push(chunk.into());
-        // `start_ns <= hi` is folded into the cursor: (start, seq) < (hi, MAX) admits start == hi.
-        let rows = candidates(&mut stmt, &bind)?;
-        let exhausted = (rows.len() as i64) < chunk;
+        let (rows, exhausted) = source.next_batch(c, lo, &args)?;
         for cand in rows {
-            cursor = (cand.start_ns, cand.seq);
             if cand.seq > upto {
                 // Indexed after `upto` was read: `tail` has it.
                 continue;
@@ -459,13 +456,79 @@ pub fn search(c: &Connection, p: &SearchParams) -> Result<Outcome, StoreError> {
         if exhausted {
             break;
         }
-        chunk = (chunk * 4).min(8192);
     }
     while let Some(t) = tail.pop().filter(|_| !stopped) {
         stopped = walk.consider(t, false)?;
     }
     Ok(walk.out)
 }
+
+/// Where a search's candidates come from, newest first.
+enum Source<'c> {
+    /// The attribute index: entries of one hash, each looked up (and checked against the SQL clauses).
+    Index {
+        entries: Postings,
+        lookup: rusqlite::Statement<'c>,
+    },
+    /// A span index (service or time), read in growing chunks from `cursor` down.
+    Scan {
+        stmt: rusqlite::Statement<'c>,
+        path_arg: Option<Sql>,
+        cursor: (i64, i64),
+        chunk: i64,
+    },
+}
+
+impl Source<'_> {
+    /// The next candidates, and whether there are no more after them.
+    fn next_batch(
+        &mut self,
+        c: &Connection,
+        lo: i64,
+        args: &[Sql],
+    ) -> rusqlite::Result<(Vec<Candidate>, bool)> {
+        match self {
+            Source::Index { entries, lookup } => {
+                let mut out = Vec::new();
+                for _ in 0..INDEX_BATCH {
+                    let Some((_, seq)) = entries.next(c)? else {
+                        return Ok((out, true));
+                    };
+                    let mut bind: Vec<Sql> = Vec::with_capacity(args.len() + 1);
+                    bind.push(seq.into());
+                    bind.extend(args.iter().cloned());
+                    // Nothing when the clauses reject it (or a retention step removed it meanwhile).
+                    out.extend(candidates(lookup, &bind)?);
+                }
+                Ok((out, false))
+            }
+            Source::Scan {
+                stmt,
+                path_arg,
+                cursor,
+                chunk,
+            } => {
+                let mut bind: Vec<Sql> = Vec::with_capacity(args.len() + 5);
+                bind.extend(path_arg.clone());
+                bind.push(lo.into());
+                bind.push(cursor.0.into());
+                bind.push(cursor.1.into());
+                bind.extend(args.iter().cloned());
+                bind.push((*chunk).into());
+                let rows = candidates(stmt, &bind)?;
+                let exhausted = (rows.len() as i64) < *chunk;
+                if let Some(last) = rows.last() {
+                    *cursor = (last.start_ns, last.seq);
+                }
+                *chunk = (*chunk * 4).min(8192);
+                Ok((rows, exhausted))
+            }
+        }
+    }
+}
+
+/// Index entries looked up per batch.
+const INDEX_BATCH: usize = 256;
 
 /// Spans above `upto` in the time range that pass the SQL clauses, oldest first (so `pop` gives the
 /// newest); at most `MAX_INSPECTED`, the newest. `NOT INDEXED` keeps SQLite on the rowid range (the

@@ -1,19 +1,23 @@
 //! The attribute index: which spans (and resources) carry a given `key = value`, so tag and TraceQL
 //! searches can find rare attributes without decoding span bodies.
 //!
-//! Each row holds a 64-bit hash of the key and the value's text form, not the text itself: rows stay
-//! small (three integers), and a search re-checks every candidate on the decoded span, so a hash
-//! collision costs a wasted decode, never a wrong answer. Only short scalar values are indexed (long
-//! prompts and tool outputs are never searched for by equality); `indexable` tells the query side
-//! whether a value it looks for can be in the index at all.
+//! Entries hold a 64-bit hash of the key and the value's text form, not the text itself: a search
+//! re-checks every candidate on the decoded span, so a hash collision costs a wasted decode, never a
+//! wrong answer. Only short scalar values are indexed (long prompts and tool outputs are never
+//! searched for by equality); `indexable` tells the query side whether a value it looks for can be in
+//! the index at all.
 //!
-//! The rows are written behind the spans, not with them: a commit puts its spans' rows in a `Backlog`
-//! and the writer adds the backlog to `span_attrs` in large sorted batches (when it would otherwise wait,
-//! or once the backlog is big or old enough). Hashes are random, so row by row every insert lands on a
-//! different page and each commit rewrote thousands of pages; sorted in one batch, neighbouring rows
-//! share pages. `meta.span_attrs_upto` says which spans are indexed (every seq up to it), and searches
-//! check the spans above it directly (`query::search`). A crash loses only the backlog, which `catch_up`
-//! rebuilds from the span bodies at the next open.
+//! An entry is `(hash, start_ns, seq)`. Entries of one hash written together are stored as chunks: a
+//! `span_attrs` row is keyed by its newest entry and carries up to `CHUNK_ENTRIES - 1` older ones
+//! (within `CHUNK_WINDOW_NS`) in `more`. A value shared by many spans (an operation, a tool, a session
+//! id) costs one row per 64 spans instead of one per span; a unique one (a tool call id) costs what a
+//! plain row did. `Postings` walks a hash's entries newest first across chunks.
+//!
+//! The entries are written behind the spans, not with them: a commit puts them in a `Backlog` and the
+//! writer adds the backlog to `span_attrs` in large sorted batches (when it would otherwise wait, or
+//! once the backlog is big or old enough). `meta.span_attrs_upto` says which spans are indexed (every
+//! seq up to it), and searches check the spans above it directly (`query::search`). A crash loses only
+//! the backlog, which `catch_up` rebuilds from the span bodies at the next open.
 
 use crate::model::{any_value::Value, KeyValue, Resource, Span};
 use prost::Message;
@@ -72,18 +76,194 @@ pub fn hashes(attrs: &[KeyValue]) -> impl Iterator<Item = i64> + '_ {
     })
 }
 
-/// Adds the index rows of a span stored under `seq`.
-pub fn index_span(tx: &Transaction, seq: i64, span: &Span) -> rusqlite::Result<()> {
-    let mut stmt = insert_stmt(tx)?;
-    let start = span.start_time_unix_nano as i64;
-    for h in hashes(&span.attributes) {
-        stmt.execute(params![h, start, seq])?;
+/// Entries a chunk holds at most.
+const CHUNK_ENTRIES: usize = 64;
+/// How much older than its key (the newest) a chunk's entries may be: a search for spans starting at or
+/// before `t` starts reading chunks at `t + CHUNK_WINDOW_NS`.
+pub const CHUNK_WINDOW_NS: i64 = 1_000_000_000;
+const ENTRY_BYTES: usize = 16;
+
+/// An index entry: (hash, start_ns, seq).
+pub type Entry = (i64, i64, i64);
+
+/// Writes `entries` (any order; sorted here) as chunks.
+fn write_entries(tx: &Transaction, entries: &mut [Entry]) -> rusqlite::Result<()> {
+    // By hash, then newest first: a chunk's key is its newest entry.
+    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)).then(b.2.cmp(&a.2)));
+    // A key already there (indexing a span twice) keeps every entry of both chunks.
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO span_attrs(h, start_ns, seq, more) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(h, start_ns, seq) DO UPDATE
+         SET more = CAST(COALESCE(more, x'') || COALESCE(excluded.more, x'') AS BLOB)",
+    )?;
+    let mut more: Vec<u8> = Vec::new();
+    let mut i = 0;
+    while i < entries.len() {
+        let (h, start, seq) = entries[i];
+        let mut j = i + 1;
+        more.clear();
+        while j < entries.len()
+            && j - i < CHUNK_ENTRIES
+            && entries[j].0 == h
+            && start.saturating_sub(entries[j].1) <= CHUNK_WINDOW_NS
+        {
+            more.extend_from_slice(&entries[j].1.to_le_bytes());
+            more.extend_from_slice(&entries[j].2.to_le_bytes());
+            j += 1;
+        }
+        let more = (!more.is_empty()).then_some(more.as_slice());
+        insert.execute(params![h, start, seq, more])?;
+        i = j;
     }
     Ok(())
 }
 
-fn insert_stmt<'c>(tx: &'c Transaction) -> rusqlite::Result<rusqlite::CachedStatement<'c>> {
-    tx.prepare_cached("INSERT OR IGNORE INTO span_attrs(h, start_ns, seq) VALUES (?1, ?2, ?3)")
+/// The (start_ns, seq) pairs a chunk's `more` holds, newest first.
+fn decode_more(more: Option<&[u8]>) -> impl Iterator<Item = (i64, i64)> + '_ {
+    more.unwrap_or_default().chunks_exact(ENTRY_BYTES).map(|e| {
+        let mut start = [0u8; 8];
+        let mut seq = [0u8; 8];
+        start.copy_from_slice(&e[..8]);
+        seq.copy_from_slice(&e[8..]);
+        (i64::from_le_bytes(start), i64::from_le_bytes(seq))
+    })
+}
+
+/// Removes `gone` entries (spans deleted, or replaced by a newer copy). Chunks holding one are
+/// rewritten without it. A chunk's key is at most `CHUNK_WINDOW_NS` newer than any entry in it, so for
+/// each hash only the chunks keyed within that window above a gone entry are read (overlapping windows
+/// read once).
+pub fn unindex(tx: &Transaction, gone: &mut [Entry]) -> rusqlite::Result<()> {
+    gone.sort_unstable();
+    let mut find = tx.prepare_cached(
+        "SELECT start_ns, seq, more FROM span_attrs WHERE h = ?1 AND start_ns BETWEEN ?2 AND ?3",
+    )?;
+    let mut delete =
+        tx.prepare_cached("DELETE FROM span_attrs WHERE h = ?1 AND start_ns = ?2 AND seq = ?3")?;
+    let mut kept: Vec<Entry> = Vec::new();
+    for group in gone.chunk_by(|a, b| a.0 == b.0) {
+        let h = group[0].0;
+        let seqs: std::collections::HashSet<i64> = group.iter().map(|e| e.2).collect();
+        // The group is sorted by start: merge the windows [start, start + window] that overlap.
+        let mut windows: Vec<(i64, i64)> = Vec::new();
+        for e in group {
+            let end = e.1.saturating_add(CHUNK_WINDOW_NS);
+            match windows.last_mut() {
+                Some(w) if e.1 <= w.1 => w.1 = end,
+                _ => windows.push((e.1, end)),
+            }
+        }
+        for (lo, hi) in windows {
+            let chunks: Vec<(i64, i64, Option<Vec<u8>>)> = find
+                .query_map(params![h, lo, hi], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            for (start, seq, more) in chunks {
+                let all: Vec<(i64, i64)> = std::iter::once((start, seq))
+                    .chain(decode_more(more.as_deref()))
+                    .collect();
+                if !all.iter().any(|(_, s)| seqs.contains(s)) {
+                    continue;
+                }
+                delete.execute(params![h, start, seq])?;
+                kept.extend(
+                    all.into_iter()
+                        .filter(|(_, s)| !seqs.contains(s))
+                        .map(|(t, s)| (h, t, s)),
+                );
+            }
+        }
+    }
+    write_entries(tx, &mut kept)
+}
+
+/// Every entry, expanded from its chunk: for consistency checks and tests.
+pub fn entries(c: &Connection) -> rusqlite::Result<Vec<Entry>> {
+    let mut out = Vec::new();
+    let mut stmt = c.prepare("SELECT h, start_ns, seq, more FROM span_attrs")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let h: i64 = r.get(0)?;
+        out.push((h, r.get(1)?, r.get(2)?));
+        out.extend(decode_more(r.get_ref(3)?.as_blob_or_null()?).map(|(t, s)| (h, t, s)));
+    }
+    Ok(out)
+}
+
+/// The entries of one hash with `lo <= start_ns <= hi`, newest (start_ns, seq) first, read chunk by
+/// chunk. Chunks overlap in time (each flush writes its own), so entries wait in a heap until no
+/// unread chunk can hold a newer one: chunks are read in key order and every entry is at most its
+/// chunk's key.
+pub struct Postings {
+    h: i64,
+    lo: i64,
+    hi: i64,
+    /// Every chunk not read yet has a key below this.
+    below: (i64, i64),
+    heap: std::collections::BinaryHeap<(i64, i64)>,
+    exhausted: bool,
+}
+
+const POSTING_ROWS: i64 = 64;
+
+impl Postings {
+    pub fn new(h: i64, lo: i64, hi: i64) -> Postings {
+        Postings {
+            h,
+            lo,
+            hi,
+            below: (hi.saturating_add(CHUNK_WINDOW_NS), i64::MAX),
+            heap: Default::default(),
+            exhausted: lo > hi,
+        }
+    }
+
+    /// The next entry as (start_ns, seq).
+    pub fn next(&mut self, c: &Connection) -> rusqlite::Result<Option<(i64, i64)>> {
+        loop {
+            if let Some(&top) = self.heap.peek() {
+                if self.exhausted || top >= self.below {
+                    self.heap.pop();
+                    return Ok(Some(top));
+                }
+            } else if self.exhausted {
+                return Ok(None);
+            }
+            self.read_chunks(c)?;
+        }
+    }
+
+    fn read_chunks(&mut self, c: &Connection) -> rusqlite::Result<()> {
+        let mut stmt = c.prepare_cached(
+            "SELECT start_ns, seq, more FROM span_attrs WHERE h = ?1 AND start_ns >= ?2
+               AND (start_ns, seq) < (?3, ?4) ORDER BY start_ns DESC, seq DESC LIMIT ?5",
+        )?;
+        let mut rows = stmt.query(params![
+            self.h,
+            self.lo,
+            self.below.0,
+            self.below.1,
+            POSTING_ROWS
+        ])?;
+        let mut read = 0;
+        while let Some(r) = rows.next()? {
+            read += 1;
+            let key: (i64, i64) = (r.get(0)?, r.get(1)?);
+            self.below = key;
+            let (lo, hi) = (self.lo, self.hi);
+            let more = decode_more(r.get_ref(2)?.as_blob_or_null()?);
+            self.heap.extend(
+                std::iter::once(key)
+                    .chain(more)
+                    .filter(|e| e.0 >= lo && e.0 <= hi),
+            );
+        }
+        if read < POSTING_ROWS {
+            self.exhausted = true;
+        }
+        Ok(())
+    }
 }
 
 /// The highest seq up to which every span is indexed; searches check the spans above it themselves.
@@ -148,26 +328,15 @@ impl Backlog {
         self.since.map(|t| t.elapsed()).unwrap_or_default()
     }
 
-    /// Writes every waiting row in key order and records `upto` (the highest seq stored so far) as
-    /// indexed. The backlog is emptied only by `written`, once the transaction committed.
+    /// Writes every waiting entry and records `upto` (the highest seq stored so far) as indexed. The
+    /// backlog is emptied only by `written`, once the transaction committed.
     pub fn write(&self, tx: &Transaction, upto: i64) -> rusqlite::Result<()> {
-        let mut sorted: Vec<(i64, i64, i64)> = self
+        let mut entries: Vec<Entry> = self
             .rows
             .iter()
             .map(|&(seq, h, start)| (h, start, seq))
             .collect();
-        sorted.sort_unstable();
-        // Many rows per statement: per row, binding and stepping cost about as much as the insert.
-        let mut chunks = sorted.chunks_exact(ROWS_PER_INSERT);
-        let mut many = tx.prepare_cached(&many_rows_sql())?;
-        for chunk in &mut chunks {
-            let values = chunk.iter().flat_map(|(h, start, seq)| [*h, *start, *seq]);
-            many.execute(rusqlite::params_from_iter(values))?;
-        }
-        let mut one = insert_stmt(tx)?;
-        for (h, start, seq) in chunks.remainder() {
-            one.execute(params![h, start, seq])?;
-        }
+        write_entries(tx, &mut entries)?;
         set_upto(tx, upto)
     }
 
@@ -179,13 +348,6 @@ impl Backlog {
     pub fn written(&mut self) {
         *self = Backlog::default();
     }
-}
-
-const ROWS_PER_INSERT: usize = 64;
-
-fn many_rows_sql() -> String {
-    let rows = vec!["(?, ?, ?)"; ROWS_PER_INSERT].join(", ");
-    format!("INSERT OR IGNORE INTO span_attrs(h, start_ns, seq) VALUES {rows}")
 }
 
 fn set_upto(tx: &Transaction, upto: i64) -> rusqlite::Result<()> {
@@ -223,16 +385,17 @@ pub fn catch_up(conn: &mut Connection) -> rusqlite::Result<()> {
 
 /// Indexes the spans with `after < seq <= upto`.
 fn index_seqs(tx: &Transaction, after: i64, upto: i64) -> rusqlite::Result<()> {
-    let rows: Vec<(i64, Vec<u8>)> = tx
-        .prepare_cached("SELECT seq, body FROM spans WHERE seq > ?1 AND seq <= ?2")?
-        .query_map(params![after, upto], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    for (seq, body) in rows {
-        if let Ok(span) = Span::decode(body.as_slice()) {
-            index_span(tx, seq, &span)?;
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut stmt = tx.prepare_cached("SELECT seq, body FROM spans WHERE seq > ?1 AND seq <= ?2")?;
+    let mut rows = stmt.query(params![after, upto])?;
+    while let Some(r) = rows.next()? {
+        let seq: i64 = r.get(0)?;
+        if let Ok(span) = Span::decode(r.get_ref(1)?.as_blob()?) {
+            let start = span.start_time_unix_nano as i64;
+            entries.extend(hashes(&span.attributes).map(|h| (h, start, seq)));
         }
     }
-    Ok(())
+    write_entries(tx, &mut entries)
 }
 
 /// Adds the index rows of an interned resource (idempotent).

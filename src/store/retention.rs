@@ -74,26 +74,23 @@ fn unforwarded_floor(conn: &Connection) -> rusqlite::Result<Option<i64>> {
     })
 }
 
-/// Removes the attribute index rows (store::index) of the spans matching `condition` (fixed SQL).
-fn unindex<P: rusqlite::ToSql>(
+/// Adds the attribute index entries (store::index) of the spans matching `condition` (fixed SQL) to
+/// `gone`, so that one pass removes those of a whole step.
+fn index_entries<P: rusqlite::ToSql>(
     tx: &rusqlite::Transaction,
     condition: &str,
     value: P,
+    gone: &mut Vec<super::index::Entry>,
 ) -> rusqlite::Result<()> {
-    let rows: Vec<(i64, i64, Vec<u8>)> = tx
-        .prepare_cached(&format!(
-            "SELECT seq, start_ns, body FROM spans WHERE {condition}"
-        ))?
-        .query_map([value], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut delete =
-        tx.prepare_cached("DELETE FROM span_attrs WHERE h = ?1 AND start_ns = ?2 AND seq = ?3")?;
-    for (seq, start, body) in rows {
-        let Ok(span) = <crate::model::Span as prost::Message>::decode(body.as_slice()) else {
-            continue;
-        };
-        for h in super::index::hashes(&span.attributes) {
-            delete.execute(params![h, start, seq])?;
+    let mut stmt = tx.prepare_cached(&format!(
+        "SELECT seq, start_ns, body FROM spans WHERE {condition}"
+    ))?;
+    let mut rows = stmt.query([value])?;
+    while let Some(r) = rows.next()? {
+        let (seq, start): (i64, i64) = (r.get(0)?, r.get(1)?);
+        let body = r.get_ref(2)?.as_blob()?;
+        if let Ok(span) = <crate::model::Span as prost::Message>::decode(body) {
+            gone.extend(super::index::hashes(&span.attributes).map(|h| (h, start, seq)));
         }
     }
     Ok(())
@@ -129,6 +126,7 @@ pub fn step(
     };
     let tx = conn.transaction()?;
     let mut deleted = 0i64;
+    let mut unindexed = Vec::new();
     for key in &candidates {
         if deleted >= STEP_SESSIONS {
             report.more = true;
@@ -156,7 +154,7 @@ pub fn step(
             .query_map([key], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
         for trace in &traces {
-            unindex(&tx, "trace_id = ?1", trace)?;
+            index_entries(&tx, "trace_id = ?1", trace, &mut unindexed)?;
             report.spans += tx
                 .prepare_cached("DELETE FROM spans WHERE trace_id = ?1")?
                 .execute([trace])? as u64;
@@ -182,6 +180,7 @@ pub fn step(
             break;
         }
     }
+    super::index::unindex(&tx, &mut unindexed)?;
     if report.unforwarded_spans_dropped > 0 {
         tx.prepare_cached(
             "INSERT INTO meta(key, value) VALUES ('retention_unforwarded_dropped', ?1)

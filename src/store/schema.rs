@@ -193,6 +193,11 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     DROP INDEX spans_by_session;
     "#,
+    // 10: attribute index rows become chunks (store::index): a row keyed by its newest entry carries up
+    // to 63 older entries of the same hash in `more`. A row from before has none and reads the same.
+    r#"
+    ALTER TABLE span_attrs ADD COLUMN more BLOB;
+    "#,
 ];
 
 pub fn version(conn: &Connection) -> rusqlite::Result<usize> {

@@ -828,11 +828,10 @@ fn store_span(
         if old.same {
             return Ok(false);
         }
-        let mut unindex = tx
-            .prepare_cached("DELETE FROM span_attrs WHERE h = ?1 AND start_ns = ?2 AND seq = ?3")?;
-        for h in &old.attr_hashes {
-            unindex.execute(params![h, old.start_ns as i64, old.seq])?;
-        }
+        let mut gone: Vec<_> = (old.attr_hashes.iter())
+            .map(|h| (*h, old.start_ns as i64, old.seq))
+            .collect();
+        super::index::unindex(tx, &mut gone)?;
         pending.backlog.forget(old.seq);
         pending.replaced.push(old.seq);
         // The later copy wins; its seq moves forward so forwarders send the new version too.
