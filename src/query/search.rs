@@ -384,30 +384,27 @@ pub fn search(c: &Connection, p: &SearchParams) -> Result<Outcome, StoreError> {
     } else {
         format!(" AND {}", clauses.join(" AND "))
     };
-    let columns = "s.seq, s.trace_id, s.start_ns, s.resource_id, s.scope_id";
+    let scan = |from: &str, path_arg: Option<Sql>| -> rusqlite::Result<Source<'_>> {
+        Ok(Source::Scan {
+            stmt: c.prepare(&format!(
+                "SELECT {CANDIDATE_COLUMNS} FROM spans s WHERE {from} s.start_ns >= ? \
+                 AND (s.start_ns, s.seq) < (?, ?){extra} ORDER BY s.start_ns DESC, s.seq DESC LIMIT ?"
+            ))?,
+            path_arg,
+            // `start_ns <= hi` is folded into the cursor: (start, seq) < (hi, MAX) admits start == hi.
+            cursor: (hi, i64::MAX),
+            chunk: 256,
+        })
+    };
     let mut source = match &path {
         Path::Attr(h) => Source::Index {
             entries: Postings::new(*h, lo, hi),
             lookup: c.prepare(&format!(
-                "SELECT {columns} FROM spans s WHERE s.seq = ?{extra}"
+                "SELECT {CANDIDATE_COLUMNS} FROM spans s WHERE s.seq = ?{extra}"
             ))?,
         },
-        Path::Service(_) | Path::All => {
-            let (from, path_arg) = match &path {
-                Path::Service(s) => ("s.service = ? AND", Some(s.clone().into())),
-                _ => ("", None),
-            };
-            Source::Scan {
-                stmt: c.prepare(&format!(
-                    "SELECT {columns} FROM spans s WHERE {from} s.start_ns >= ? \
-                     AND (s.start_ns, s.seq) < (?, ?){extra} ORDER BY s.start_ns DESC, s.seq DESC LIMIT ?"
-                ))?,
-                path_arg,
-                // `start_ns <= hi` is folded into the cursor: (start, seq) < (hi, MAX) admits start == hi.
-                cursor: (hi, i64::MAX),
-                chunk: 256,
-            }
-        }
+        Path::Service(s) => scan("s.service = ? AND", Some(s.clone().into()))?,
+        Path::All => scan("", None)?,
     };
     // The attribute index trails the spans (store::index::Backlog): on that path, the spans above
     // `upto` are read directly, merged in newest first, and each checked against the whole condition.
@@ -545,7 +542,7 @@ fn unindexed(
         return Ok(Vec::new());
     }
     let sql = format!(
-        "SELECT s.seq, s.trace_id, s.start_ns, s.resource_id, s.scope_id FROM spans s NOT INDEXED \
+        "SELECT {CANDIDATE_COLUMNS} FROM spans s NOT INDEXED \
          WHERE s.seq > ? AND s.start_ns >= ? AND s.start_ns <= ?{extra} \
          ORDER BY s.start_ns DESC, s.seq DESC LIMIT ?"
     );
@@ -557,7 +554,10 @@ fn unindexed(
     Ok(rows)
 }
 
-/// Runs a candidate query (`seq, trace_id, start_ns, resource_id, scope_id`).
+/// What a candidate query selects (see `candidates`).
+const CANDIDATE_COLUMNS: &str = "s.seq, s.trace_id, s.start_ns, s.resource_id, s.scope_id";
+
+/// Runs a candidate query (`CANDIDATE_COLUMNS`).
 fn candidates(stmt: &mut rusqlite::Statement, bind: &[Sql]) -> rusqlite::Result<Vec<Candidate>> {
     stmt.query_map(params_from_iter(bind.iter()), |r| {
         Ok(Candidate {
