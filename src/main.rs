@@ -3,6 +3,11 @@
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
+// Requests are decoded on one thread and freed on another; glibc's allocator spent ~12% of the
+// collector's CPU on that under load (measured with perf), mimalloc a fraction of it.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "aotel",
