@@ -3,8 +3,9 @@
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
-// Requests are decoded on one thread and freed on another; glibc's allocator spent ~12% of the
-// collector's CPU on that under load (measured with perf), mimalloc a fraction of it.
+// Requests are decoded on one thread and freed on another: under the ingest bench glibc's allocator
+// took ~12% of the collector's CPU (perf); with mimalloc the request threads spend 6.6 instead of
+// 9.5 µs per span. Only the binary: tests that start the server in-process keep the system allocator.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
