@@ -4,8 +4,10 @@
 //!
 //! `cargo bench --bench ingest` (options after `--`: --seconds N --connections N --spans N --rate N).
 
-use aotel::model::attrs::{kv_f64, kv_i64, kv_str};
-use aotel::model::{ExportTraceServiceRequest, Resource, ResourceSpans, ScopeSpans, Span};
+#[path = "support/agent_load.rs"]
+mod agent_load;
+
+use agent_load::request;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use prost::Message;
 use std::net::TcpListener;
@@ -52,66 +54,6 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .unwrap_or(0)
-}
-
-/// A session-shaped request: an invoke_agent root and tool spans with ~256-byte arguments and results.
-fn request(seq: u64, spans: usize) -> ExportTraceServiceRequest {
-    let mut trace_id = [0u8; 16];
-    trace_id[..8].copy_from_slice(&seq.to_be_bytes());
-    trace_id[8..].copy_from_slice(&0xa07e1u64.to_be_bytes());
-    let t0 = 1_764_000_000_000_000_000u64 + seq * 1_000_000;
-    let root_id = 1u64.to_be_bytes().to_vec();
-    let session = format!("bench-{seq}");
-    let mut out = Vec::with_capacity(spans);
-    out.push(Span {
-        trace_id: trace_id.to_vec(),
-        span_id: root_id.clone(),
-        name: "invoke_agent bench".into(),
-        start_time_unix_nano: t0,
-        end_time_unix_nano: t0 + 900_000_000,
-        attributes: vec![
-            kv_str("gen_ai.operation.name", "invoke_agent"),
-            kv_str("gen_ai.agent.name", "bench"),
-            kv_str("gen_ai.conversation.id", session.clone()),
-            kv_i64("gen_ai.usage.output_tokens", 1234),
-            kv_f64("ao.cost.usd", 0.01),
-        ],
-        ..Default::default()
-    });
-    let args = format!("{{\"command\":\"{}\"}}", "a".repeat(240));
-    let result = "r".repeat(256);
-    for i in 1..spans as u64 {
-        out.push(Span {
-            trace_id: trace_id.to_vec(),
-            span_id: (i + 1).to_be_bytes().to_vec(),
-            parent_span_id: root_id.clone(),
-            name: "execute_tool Bash".into(),
-            start_time_unix_nano: t0 + i * 1_000_000,
-            end_time_unix_nano: t0 + i * 1_000_000 + 500_000,
-            attributes: vec![
-                kv_str("gen_ai.operation.name", "execute_tool"),
-                kv_str("gen_ai.tool.name", "Bash"),
-                kv_str("gen_ai.tool.call.id", format!("toolu_{seq}_{i}")),
-                kv_str("gen_ai.conversation.id", session.clone()),
-                kv_str("gen_ai.tool.call.arguments", args.clone()),
-                kv_str("gen_ai.tool.call.result", result.clone()),
-            ],
-            ..Default::default()
-        });
-    }
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![kv_str("service.name", "bench")],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans: out,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
 }
 
 #[derive(Default)]

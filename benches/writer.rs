@@ -1,0 +1,117 @@
+//! Writer benchmark: the store alone, without the network. Agent-shaped batches (the ingest bench's)
+//! go straight to `Writer::write` from several concurrent tasks on one runtime thread, and the
+//! writer thread's own CPU time per stored span is read from /proc: the figure that bounds ingest on
+//! a small machine, and far steadier than end-to-end rates on a shared one.
+//!
+//! `cargo bench --bench writer` (options after `--`: --seconds N --tasks N --spans N, and --batches N
+//! to stop after that many batches instead: a fixed amount of work, for instruction counts under
+//! `valgrind --tool=callgrind`).
+
+#[path = "support/agent_load.rs"]
+mod agent_load;
+
+use aotel::model::Batch;
+use aotel::store::{self, StoreOptions};
+use std::time::{Duration, Instant};
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// (on-CPU ns, run-queue wait ns) of this process's threads named `name`, from schedstat.
+fn thread_times(name: &str) -> (u64, u64) {
+    let mut total = (0, 0);
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return total;
+    };
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+        let mut f = stat
+            .split_whitespace()
+            .map(|v| v.parse::<u64>().unwrap_or(0));
+        total.0 += f.next().unwrap_or(0);
+        total.1 += f.next().unwrap_or(0);
+    }
+    total
+}
+
+fn main() {
+    let tasks = arg("--tasks", 8);
+    let spans = arg("--spans", 100) as usize;
+    let batches = arg("--batches", u64::MAX);
+    // A fixed amount of work runs until it is done.
+    let seconds = arg("--seconds", if batches < u64::MAX { 3600 } else { 8 });
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = dir.path().join("writer.db");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("bench-submit")
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let opened = store::open(&db, &StoreOptions::default()).expect("open store");
+    let writer = opened.writer.clone();
+    let seq = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1));
+    let before = (thread_times("aotel-writer"), thread_times("bench-submit"));
+    let started = Instant::now();
+    let stored: usize = rt.block_on(async {
+        let deadline = started + Duration::from_secs(seconds);
+        let mut handles = Vec::new();
+        for _ in 0..tasks {
+            let writer = writer.clone();
+            let seq = seq.clone();
+            handles.push(tokio::spawn(async move {
+                let mut stored = 0;
+                while Instant::now() < deadline {
+                    let n = seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if n > batches {
+                        break;
+                    }
+                    let req = agent_load::request(n, spans);
+                    let bytes = prost::Message::encoded_len(&req);
+                    let batch = Batch {
+                        spans: req.resource_spans,
+                        logs: Vec::new(),
+                    };
+                    match writer.write(batch, bytes).await {
+                        Ok(receipt) => stored += receipt.spans,
+                        Err(e) => {
+                            eprintln!("write failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                    }
+                }
+                stored
+            }));
+        }
+        let mut total = 0;
+        for h in handles {
+            total += h.await.unwrap_or(0);
+        }
+        total
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    let after = (thread_times("aotel-writer"), thread_times("bench-submit"));
+    drop(writer);
+    rt.block_on(opened.close()).expect("close store");
+    let per_span = |a: u64, b: u64| (a - b) as f64 / 1e3 / stored.max(1) as f64;
+    println!(
+        "writer bench: {tasks} tasks, {spans} spans/batch, {stored} spans in {elapsed:.1} s = {:.0} spans/s",
+        stored as f64 / elapsed
+    );
+    println!(
+        "writer thread: {:.2} us CPU/span ({:.2} us/span waiting for a CPU); submitting thread (prepare): {:.2} us CPU/span",
+        per_span(after.0 .0, before.0 .0),
+        per_span(after.0 .1, before.0 .1),
+        per_span(after.1 .0, before.1 .0),
+    );
+}
