@@ -161,7 +161,8 @@ async fn acknowledged_spans_survive_sigkill() {
             "round {round}: session counters match the stored spans"
         );
         // The attribute index is written behind the spans; rows a kill lost were rebuilt at the start,
-        // before the listeners opened: every span stored before the kill has its three rows.
+        // before the listeners opened: every span stored before the kill has its five entries (three
+        // attributes, its time and its service).
         let crash_seqs: std::collections::HashSet<i64> = conn
             .prepare("SELECT seq FROM spans WHERE session LIKE 'crash-%'")
             .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
@@ -174,8 +175,8 @@ async fn acknowledged_spans_survive_sigkill() {
             .count();
         assert_eq!(
             indexed,
-            3 * spans,
-            "round {round}: every span's attributes are in the index"
+            5 * spans,
+            "round {round}: every span's entries are in the index"
         );
         drop(stmt);
         drop(conn);

@@ -1,6 +1,7 @@
-//! The attribute index behind tag search: kept right when a span is replaced by a newer copy, built
-//! at startup for data stored before it existed (a database migrated to schema 3), and written behind
-//! the spans: searches find spans whose rows are not written yet, and rows a crash lost are rebuilt.
+//! The attribute index behind tag search (and behind search by service and by time): kept right when a
+//! span is replaced by a newer copy, built at startup for data stored before it existed (a database
+//! migrated to schema 3, or to 11 for the service and time entries), and written behind the spans:
+//! searches find spans whose rows are not written yet, and rows a crash lost are rebuilt.
 
 mod common;
 mod query_fixture;
@@ -104,13 +105,14 @@ async fn data_stored_before_the_index_is_indexed_at_startup() {
         indexed.len()
     );
 
-    // What migration 3 leaves behind on a database that already had spans: empty index tables and
-    // a note of how far the backfill must go.
+    // What migrations 3 and 11 leave behind on a database that already had spans: empty index tables
+    // and notes of how far the backfills must go.
     {
         let c = rusqlite::Connection::open(&db).expect("open db");
         c.execute_batch(
             "DELETE FROM span_attrs; DELETE FROM resource_attrs;
-             INSERT INTO meta(key, value) SELECT 'span_attrs_backfill', MAX(seq) FROM spans;",
+             INSERT INTO meta(key, value) SELECT 'span_attrs_backfill', MAX(seq) FROM spans;
+             INSERT INTO meta(key, value) SELECT 'span_keys_backfill', MAX(seq) FROM spans;",
         )
         .expect("simulate a migrated database");
     }
@@ -143,6 +145,99 @@ async fn data_stored_before_the_index_is_indexed_at_startup() {
         .ok()
         .map(Value::from);
     assert_eq!(left, None, "the backfill note is removed when done");
+    drop(server);
+    drop(dir);
+}
+
+#[tokio::test]
+async fn a_schema_10_database_gets_service_and_time_entries_at_startup() {
+    use aotel::store::index::{all_spans_hash, service_hash};
+    let server = TestServer::start().await;
+    post_otlp_json(&server, &request()).await;
+    let (db, dir) = server.stop().await;
+    let indexed = attr_entries(&db);
+    // What the answers must be, read from the spans themselves.
+    let c = rusqlite::Connection::open(&db).expect("open db");
+    let column = |sql: &str| -> Vec<String> {
+        let mut stmt = c.prepare(sql).expect("prepare");
+        let rows = stmt.query_map([], |r| r.get(0)).expect("query");
+        rows.collect::<Result<_, _>>().expect("rows")
+    };
+    let services = column("SELECT DISTINCT service FROM spans ORDER BY service");
+    let all_traces = column("SELECT DISTINCT lower(hex(trace_id)) AS t FROM spans ORDER BY t");
+    let spans = c
+        .query_row("SELECT COUNT(*) FROM spans", [], |r| r.get::<_, i64>(0))
+        .expect("count") as usize;
+    let by_service: Vec<Vec<String>> = services
+        .iter()
+        .map(|s| {
+            column(&format!(
+                "SELECT DISTINCT lower(hex(trace_id)) AS t FROM spans WHERE service = '{s}' ORDER BY t"
+            ))
+        })
+        .collect();
+    drop(c);
+    let mut key_hashes: Vec<i64> = services.iter().map(|s| service_hash(s)).collect();
+    key_hashes.push(all_spans_hash());
+    let keys = |e: &&aotel::store::index::Entry| key_hashes.contains(&e.0);
+    assert_eq!(
+        indexed.iter().filter(keys).count(),
+        2 * spans,
+        "every span has a time and a service entry"
+    );
+
+    // A schema-10 file: the same spans and attribute entries, the spans table's own service and time
+    // indexes, and none of the entries that replace them.
+    {
+        let c = rusqlite::Connection::open(&db).expect("open db");
+        let mut gone: Vec<_> = indexed.iter().filter(keys).copied().collect();
+        let tx = c.unchecked_transaction().expect("tx");
+        aotel::store::index::unindex(&tx, &mut gone).expect("delete entries");
+        tx.execute_batch(
+            "CREATE INDEX spans_by_service ON spans(service, start_ns);
+             CREATE INDEX spans_by_start ON spans(start_ns);
+             PRAGMA user_version = 10;",
+        )
+        .expect("schema 10");
+        tx.commit().expect("commit");
+    }
+    assert_eq!(attr_count(&db), indexed.len() - 2 * spans);
+    let server = TestServer::start_at(&db).await;
+    assert_eq!(
+        attr_entries(&db),
+        indexed,
+        "the backfill adds exactly those entries"
+    );
+    // By service alone, and by time alone (Tempo's search with no condition).
+    for (service, expected) in services.iter().zip(&by_service) {
+        assert_eq!(
+            &traces(&server, &format!("service={service}")).await,
+            expected
+        );
+    }
+    let tempo = server.get_json("/api/search?limit=20").await;
+    let mut found: Vec<String> = tempo["traces"]
+        .as_array()
+        .expect("traces")
+        .iter()
+        .map(|t| t["traceID"].as_str().unwrap_or("").to_string())
+        .collect();
+    found.sort();
+    assert_eq!(found, all_traces);
+    let c = rusqlite::Connection::open(&db).expect("open db");
+    let (note, old_indexes): (i64, i64) = c
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM meta WHERE key = 'span_keys_backfill'),
+                    (SELECT COUNT(*) FROM sqlite_master WHERE name IN ('spans_by_service', 'spans_by_start'))",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("meta");
+    assert_eq!(
+        (note, old_indexes),
+        (0, 0),
+        "the note is removed, the old indexes are gone"
+    );
     drop(server);
     drop(dir);
 }

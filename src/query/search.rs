@@ -3,15 +3,17 @@
 //!
 //! How a search runs: the top-level `&&` terms of the condition that map to columns (service, name,
 //! duration, status, kind) become SQL clauses; `key = value` terms on span attributes can use the
-//! attribute index (`store::index`). Each usable access path (attribute index, service index, time
-//! index) is costed by a bounded count over the time range, the cheapest is walked newest first in
-//! chunks, and each candidate that survives the SQL clauses is decoded and checked against the whole
-//! condition. The walk stops once `limit` traces matched, or after `MAX_INSPECTED` candidates (the
-//! answer then says it is incomplete).
+//! attribute index (`store::index`). Each usable access path (an attribute's entries, the service's,
+//! or every span's: all in that index) is costed by a bounded count over the time range, the cheapest
+//! is walked newest first, and each candidate that survives the SQL clauses is decoded and checked
+//! against the whole condition. The walk stops once `limit` traces matched, or after `MAX_INSPECTED`
+//! candidates (the answer then says it is incomplete).
 
 use super::traceql::{Cond, Expr, Field, Literal, Op, Scope, SpanRef};
 use crate::model::{InstrumentationScope, Resource, Span};
-use crate::store::index::{attr_hash, indexable, indexed_upto, Postings, CHUNK_WINDOW_NS};
+use crate::store::index::{
+    all_spans_hash, attr_hash, indexable, indexed_upto, service_hash, Postings, CHUNK_WINDOW_NS,
+};
 use crate::store::StoreError;
 use prost::Message;
 use rusqlite::types::Value as Sql;
@@ -100,13 +102,6 @@ pub struct Outcome {
     pub inspected: usize,
     /// False when the search stopped at `MAX_INSPECTED` before finding `limit` traces.
     pub complete: bool,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Path {
-    Attr(i64),
-    Service(String),
-    All,
 }
 
 /// The SQL side of a search: clauses over `spans s` and an optional resource allow-list.
@@ -248,35 +243,19 @@ fn narrow_one(c: &Connection, cond: &Cond, n: &mut Narrowing) -> rusqlite::Resul
     }
 }
 
-/// A cheap bounded count of a path's rows in the time range. The attribute path also counts every
-/// span above `indexed` (not in the index yet), which it has to check (by rowid range, see `unindexed`).
-fn estimate(c: &Connection, path: &Path, lo: i64, hi: i64, indexed: i64) -> rusqlite::Result<i64> {
-    let (sql, key): (&str, Sql) = match path {
-        Path::Attr(h) => (
-            // A chunk holds entries up to CHUNK_WINDOW_NS older than its key (store::index).
-            "SELECT (SELECT COALESCE(SUM(1 + COALESCE(length(more), 0) / 16), 0) FROM (SELECT more FROM span_attrs
-                     WHERE h = ?1 AND start_ns BETWEEN ?2 AND ?6 LIMIT ?4))
-                + (SELECT COUNT(*) FROM (SELECT 1 FROM spans NOT INDEXED WHERE seq > ?5 AND start_ns BETWEEN ?2 AND ?3 LIMIT ?4))",
-            (*h).into(),
-        ),
-        Path::Service(s) => (
-            "SELECT COUNT(*) FROM (SELECT 1 FROM spans WHERE service = ?1 AND start_ns BETWEEN ?2 AND ?3 LIMIT ?4)",
-            s.clone().into(),
-        ),
-        Path::All => (
-            "SELECT COUNT(*) FROM (SELECT ?1 FROM spans WHERE start_ns BETWEEN ?2 AND ?3 LIMIT ?4)",
-            Sql::Null,
-        ),
-    };
-    let mut stmt = c.prepare_cached(sql)?;
-    if matches!(path, Path::Attr(_)) {
-        let chunk_hi = hi.saturating_add(CHUNK_WINDOW_NS);
-        stmt.query_row(params![key, lo, hi, ESTIMATE_CAP, indexed, chunk_hi], |r| {
-            r.get(0)
-        })
-    } else {
-        stmt.query_row(params![key, lo, hi, ESTIMATE_CAP], |r| r.get(0))
-    }
+/// A cheap bounded count of the index entries of `h` in the time range, plus every span above `indexed`
+/// (not in the index yet), which a walk has to check (by rowid range, see `unindexed`).
+fn estimate(c: &Connection, h: i64, lo: i64, hi: i64, indexed: i64) -> rusqlite::Result<i64> {
+    // A chunk holds entries up to CHUNK_WINDOW_NS older than its key (store::index).
+    c.prepare_cached(
+        "SELECT (SELECT COALESCE(SUM(1 + COALESCE(length(more), 0) / 16), 0) FROM (SELECT more FROM span_attrs
+                 WHERE h = ?1 AND start_ns BETWEEN ?2 AND ?6 LIMIT ?4))
+            + (SELECT COUNT(*) FROM (SELECT 1 FROM spans NOT INDEXED WHERE seq > ?5 AND start_ns BETWEEN ?2 AND ?3 LIMIT ?4))",
+    )?
+    .query_row(
+        params![h, lo, hi, ESTIMATE_CAP, indexed, hi.saturating_add(CHUNK_WINDOW_NS)],
+        |r| r.get(0),
+    )
 }
 
 /// Decoded resources and scopes by id, loaded on first use.
@@ -354,22 +333,24 @@ pub fn search(c: &Connection, p: &SearchParams) -> Result<Outcome, StoreError> {
         return Ok(out);
     }
 
-    let mut paths: Vec<Path> = n.attr_hashes.iter().map(|h| Path::Attr(*h)).collect();
-    paths.extend(n.services.iter().map(|s| Path::Service(s.clone())));
-    paths.push(Path::All);
+    // Access paths, each an entry key of the attribute index: the attributes', the service's, and
+    // every span's (which always applies).
+    let mut paths = n.attr_hashes.clone();
+    paths.extend(n.services.iter().map(|s| service_hash(s)));
+    paths.push(all_spans_hash());
     let indexed = indexed_upto(c)?;
-    let mut best: Option<(i64, Path)> = None;
-    for path in paths {
-        let est = estimate(c, &path, lo, hi, indexed)?;
+    let mut best: Option<(i64, i64)> = None;
+    for h in paths {
+        let est = estimate(c, h, lo, hi, indexed)?;
         if est == 0 {
-            // Every path is exact: no row on one means no match at all.
+            // Every path is exact: no entry on one means no match at all.
             return Ok(out);
         }
-        if best.as_ref().is_none_or(|(b, _)| est < *b) {
-            best = Some((est, path));
+        if best.is_none_or(|(b, _)| est < b) {
+            best = Some((est, h));
         }
     }
-    let Some((_, path)) = best else {
+    let Some((_, h)) = best else {
         return Ok(out);
     };
 
@@ -384,34 +365,17 @@ pub fn search(c: &Connection, p: &SearchParams) -> Result<Outcome, StoreError> {
     } else {
         format!(" AND {}", clauses.join(" AND "))
     };
-    let scan = |from: &str, path_arg: Option<Sql>| -> rusqlite::Result<Source<'_>> {
-        Ok(Source::Scan {
-            stmt: c.prepare(&format!(
-                "SELECT {CANDIDATE_COLUMNS} FROM spans s WHERE {from} s.start_ns >= ? \
-                 AND (s.start_ns, s.seq) < (?, ?){extra} ORDER BY s.start_ns DESC, s.seq DESC LIMIT ?"
-            ))?,
-            path_arg,
-            // `start_ns <= hi` is folded into the cursor: (start, seq) < (hi, MAX) admits start == hi.
-            cursor: (hi, i64::MAX),
-            chunk: 256,
-        })
+    let mut source = Source {
+        entries: Postings::new(h, lo, hi),
+        lookup: c.prepare(&format!(
+            "SELECT {CANDIDATE_COLUMNS} FROM spans s \
+             WHERE s.seq IN (SELECT value FROM json_each(?)){extra}"
+        ))?,
+        batch: INDEX_BATCH,
     };
-    let mut source = match &path {
-        Path::Attr(h) => Source::Index {
-            entries: Postings::new(*h, lo, hi),
-            lookup: c.prepare(&format!(
-                "SELECT {CANDIDATE_COLUMNS} FROM spans s WHERE s.seq = ?{extra}"
-            ))?,
-        },
-        Path::Service(s) => scan("s.service = ? AND", Some(s.clone().into()))?,
-        Path::All => scan("", None)?,
-    };
-    // The attribute index trails the spans (store::index::Backlog): on that path, the spans above
-    // `upto` are read directly, merged in newest first, and each checked against the whole condition.
-    let (upto, mut tail) = match &path {
-        Path::Attr(_) => (indexed, unindexed(c, indexed, lo, hi, &extra, &args)?),
-        _ => (i64::MAX, Vec::new()),
-    };
+    // The index trails the spans (store::index::Backlog): the spans above `indexed` are read directly,
+    // merged in newest first, and each checked against the whole condition.
+    let mut tail = unindexed(c, indexed, lo, hi, &extra, &args)?;
     let mut walk = Walk {
         c,
         p,
@@ -428,10 +392,10 @@ pub fn search(c: &Connection, p: &SearchParams) -> Result<Outcome, StoreError> {
     };
     let mut stopped = false;
     'scan: loop {
-        let (rows, exhausted) = source.next_batch(c, lo, &args)?;
+        let (rows, exhausted) = source.next_batch(c, &args)?;
         for cand in rows {
-            if cand.seq > upto {
-                // Indexed after `upto` was read: `tail` has it.
+            if cand.seq > indexed {
+                // Indexed after `indexed` was read: `tail` has it.
                 continue;
             }
             while tail
@@ -460,76 +424,55 @@ pub fn search(c: &Connection, p: &SearchParams) -> Result<Outcome, StoreError> {
     Ok(walk.out)
 }
 
-/// Where a search's candidates come from, newest first.
-enum Source<'c> {
-    /// The attribute index: entries of one hash, each looked up (and checked against the SQL clauses).
-    Index {
-        entries: Postings,
-        lookup: rusqlite::Statement<'c>,
-    },
-    /// A span index (service or time), read in growing chunks from `cursor` down.
-    Scan {
-        stmt: rusqlite::Statement<'c>,
-        path_arg: Option<Sql>,
-        cursor: (i64, i64),
-        chunk: i64,
-    },
+/// Where a search's candidates come from, newest first: the entries of one key of the attribute index,
+/// looked up a batch at a time (and checked against the SQL clauses).
+struct Source<'c> {
+    entries: Postings,
+    lookup: rusqlite::Statement<'c>,
+    /// Entries per lookup: small first (most searches stop early), larger on long walks.
+    batch: usize,
 }
 
 impl Source<'_> {
-    /// The next candidates, and whether there are no more after them.
+    /// The next candidates, newest first, and whether there are no more after them.
     fn next_batch(
         &mut self,
         c: &Connection,
-        lo: i64,
         args: &[Sql],
     ) -> rusqlite::Result<(Vec<Candidate>, bool)> {
-        match self {
-            Source::Index { entries, lookup } => {
-                let mut out = Vec::new();
-                for _ in 0..INDEX_BATCH {
-                    let Some((_, seq)) = entries.next(c)? else {
-                        return Ok((out, true));
-                    };
-                    let mut bind: Vec<Sql> = Vec::with_capacity(args.len() + 1);
-                    bind.push(seq.into());
-                    bind.extend(args.iter().cloned());
-                    // Nothing when the clauses reject it (or a retention step removed it meanwhile).
-                    out.extend(candidates(lookup, &bind)?);
+        let mut seqs = Vec::with_capacity(self.batch);
+        let mut exhausted = false;
+        while seqs.len() < self.batch {
+            match self.entries.next(c)? {
+                Some((_, seq)) => seqs.push(seq),
+                None => {
+                    exhausted = true;
+                    break;
                 }
-                Ok((out, false))
-            }
-            Source::Scan {
-                stmt,
-                path_arg,
-                cursor,
-                chunk,
-            } => {
-                let mut bind: Vec<Sql> = Vec::with_capacity(args.len() + 5);
-                bind.extend(path_arg.clone());
-                bind.push(lo.into());
-                bind.push(cursor.0.into());
-                bind.push(cursor.1.into());
-                bind.extend(args.iter().cloned());
-                bind.push((*chunk).into());
-                let rows = candidates(stmt, &bind)?;
-                let exhausted = (rows.len() as i64) < *chunk;
-                if let Some(last) = rows.last() {
-                    *cursor = (last.start_ns, last.seq);
-                }
-                *chunk = (*chunk * 4).min(8192);
-                Ok((rows, exhausted))
             }
         }
+        self.batch = (self.batch * 2).min(MAX_INDEX_BATCH);
+        if seqs.is_empty() {
+            return Ok((Vec::new(), exhausted));
+        }
+        let mut bind: Vec<Sql> = Vec::with_capacity(args.len() + 1);
+        bind.push(seq_list(&seqs).into());
+        bind.extend(args.iter().cloned());
+        // A span the clauses reject (or a retention step removed meanwhile) is simply not returned.
+        let mut out = candidates(&mut self.lookup, &bind)?;
+        // In the entries' order, which is the rows' (start, seq), newest first.
+        out.sort_unstable_by_key(|c| std::cmp::Reverse((c.start_ns, c.seq)));
+        Ok((out, exhausted))
     }
 }
 
-/// Index entries looked up per batch.
+/// Index entries looked up per batch, first and at most.
 const INDEX_BATCH: usize = 256;
+const MAX_INDEX_BATCH: usize = 4096;
 
 /// Spans above `upto` in the time range that pass the SQL clauses, oldest first (so `pop` gives the
 /// newest); at most `MAX_INSPECTED`, the newest. `NOT INDEXED` keeps SQLite on the rowid range (the
-/// few newest rows) instead of a time or service index that would walk the whole range.
+/// few newest rows).
 fn unindexed(
     c: &Connection,
     upto: i64,
@@ -735,38 +678,68 @@ pub fn operations(
     .collect()
 }
 
+/// The seqs of the newest `n` spans starting in the range, newest first: from every span's entries in
+/// the attribute index, and from the spans above what it covers yet.
+fn newest_seqs(c: &Connection, lo: i64, hi: i64, n: usize) -> rusqlite::Result<Vec<i64>> {
+    let indexed = indexed_upto(c)?;
+    let mut found: Vec<(i64, i64)> = c
+        .prepare_cached(
+            "SELECT start_ns, seq FROM spans NOT INDEXED WHERE seq > ?1 AND start_ns BETWEEN ?2 AND ?3
+             ORDER BY start_ns DESC, seq DESC LIMIT ?4",
+        )?
+        .query_map(params![indexed, lo, hi, n as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut entries = Postings::new(all_spans_hash(), lo, hi);
+    let mut taken = 0;
+    while taken < n {
+        let Some(entry) = entries.next(c)? else {
+            break;
+        };
+        // Indexed after `indexed` was read: already found above.
+        if entry.1 <= indexed {
+            found.push(entry);
+            taken += 1;
+        }
+    }
+    found.sort_unstable_by(|a, b| b.cmp(a));
+    found.truncate(n);
+    Ok(found.into_iter().map(|(_, seq)| seq).collect())
+}
+
+/// The seqs as a JSON array, for `json_each`: one bound parameter however many there are.
+fn seq_list(seqs: &[i64]) -> String {
+    serde_json::to_string(seqs).unwrap_or_else(|_| "[]".into())
+}
+
 /// Spans starting in the range whose parent belongs to another service, counted by (parent, child).
-/// Bounded: at most `MAX_INSPECTED` spans are looked at, newest first.
+/// Bounded: the newest `MAX_INSPECTED` spans of the range are looked at.
 pub fn dependencies(
     c: &Connection,
     lo: i64,
     hi: i64,
 ) -> rusqlite::Result<Vec<(String, String, i64)>> {
+    let seqs = newest_seqs(c, lo, hi, MAX_INSPECTED)?;
     c.prepare_cached(
         "SELECT p.service, k.service, COUNT(*) FROM
             (SELECT trace_id, parent_span_id, service FROM spans
-             WHERE start_ns BETWEEN ?1 AND ?2 AND parent_span_id IS NOT NULL
-             ORDER BY start_ns DESC LIMIT ?3) k
+             WHERE seq IN (SELECT value FROM json_each(?1)) AND parent_span_id IS NOT NULL) k
          JOIN spans p ON p.trace_id = k.trace_id AND p.span_id = k.parent_span_id
          WHERE p.service != k.service
          GROUP BY p.service, k.service ORDER BY p.service, k.service",
     )?
-    .query_map(params![lo, hi, MAX_INSPECTED as i64], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-    })?
+    .query_map([seq_list(&seqs)], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
     .collect()
 }
 
 /// The newest spans of a time range, decoded: where tag names and values are read from.
 pub fn recent(c: &Connection, lo: i64, hi: i64, n: usize) -> Result<Vec<Matched>, StoreError> {
+    let seqs = newest_seqs(c, lo, hi, n)?;
     let rows: Vec<(Vec<u8>, i64, i64)> = c
         .prepare_cached(
-            "SELECT body, resource_id, scope_id FROM spans WHERE start_ns BETWEEN ?1 AND ?2
-             ORDER BY start_ns DESC LIMIT ?3",
+            "SELECT body, resource_id, scope_id FROM spans
+             WHERE seq IN (SELECT value FROM json_each(?1)) ORDER BY seq DESC",
         )?
-        .query_map(params![lo, hi, n as i64], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })?
+        .query_map([seq_list(&seqs)], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<rusqlite::Result<_>>()?;
     let mut meta = MetaCache::default();
     let mut out = Vec::with_capacity(rows.len());

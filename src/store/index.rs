@@ -1,6 +1,10 @@
 //! The attribute index: which spans (and resources) carry a given `key = value`, so tag and TraceQL
 //! searches can find rare attributes without decoding span bodies.
 //!
+//! It is also the spans' time and service index: every span has an entry under `all_spans_hash()` and
+//! one under `service_hash(its service)`. Chunked, those cost a row per 64 spans, where a SQLite index
+//! on the spans table cost every span an insert (a quarter of the writer's work).
+//!
 //! Entries hold a 64-bit hash of the key and the value's text form, not the text itself: a search
 //! re-checks every candidate on the decoded span, so a hash collision costs a wasted decode, never a
 //! wrong answer. Only short scalar values are indexed (long prompts and tool outputs are never
@@ -30,24 +34,29 @@ pub const MAX_INDEXED_VALUE: usize = 64;
 pub const MAX_INDEXED_PER_SPAN: usize = 64;
 
 const BACKFILL_KEY: &str = "span_attrs_backfill";
+/// Set by migration 11: spans up to this seq still need their time and service entries.
+const KEYS_BACKFILL_KEY: &str = "span_keys_backfill";
 /// Every span with a seq at or below this meta value has its attribute rows in `span_attrs`.
 pub const UPTO_KEY: &str = "span_attrs_upto";
 const BACKFILL_CHUNK: i64 = 5_000;
 
 /// FNV-1a over `key`, a separator and `value`. Stored in the database, so it must never change.
-pub fn attr_hash(key: &str, value: &str) -> i64 {
+pub const fn attr_hash(key: &str, value: &str) -> i64 {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    let h = fnv(OFFSET, key.as_bytes());
+    let h = fnv(h, &[0xff]);
+    fnv(h, value.as_bytes()) as i64
+}
+
+const fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
     const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut h = OFFSET;
-    for b in key
-        .bytes()
-        .chain(std::iter::once(0xff))
-        .chain(value.bytes())
-    {
-        h ^= u64::from(b);
+    let mut i = 0;
+    while i < bytes.len() {
+        h ^= bytes[i] as u64;
         h = h.wrapping_mul(PRIME);
+        i += 1;
     }
-    h as i64
+    h
 }
 
 /// The text form a value is indexed (and compared by Jaeger tag searches) under; None for arrays,
@@ -74,6 +83,29 @@ pub fn hashes(attrs: &[KeyValue]) -> impl Iterator<Item = i64> + '_ {
         let text = value_text(kv.value.as_ref()?.value.as_ref()?)?;
         indexable(&text).then(|| attr_hash(&kv.key, &text))
     })
+}
+
+/// The keys of the entries that are not attributes. No attribute key starts with a NUL byte in
+/// practice; if one did, a search would still check its candidates (see `query::search`).
+const ALL_SPANS_KEY: &str = "\0span";
+const SERVICE_KEY: &str = "\0service";
+
+/// The entry every span has: the time index.
+pub const fn all_spans_hash() -> i64 {
+    const H: i64 = attr_hash(ALL_SPANS_KEY, "");
+    H
+}
+
+/// The entry every span of `service` has: the service index.
+pub fn service_hash(service: &str) -> i64 {
+    attr_hash(SERVICE_KEY, service)
+}
+
+/// Every index hash of a span: its time and service entries, then its attributes'.
+pub fn span_hashes<'a>(attrs: &'a [KeyValue], service: &str) -> impl Iterator<Item = i64> + 'a {
+    [all_spans_hash(), service_hash(service)]
+        .into_iter()
+        .chain(hashes(attrs))
 }
 
 /// Entries a chunk holds at most.
@@ -375,7 +407,7 @@ pub fn catch_up(conn: &mut Connection) -> rusqlite::Result<()> {
     while from < max {
         let to = (from + BACKFILL_CHUNK).min(max);
         let tx = conn.transaction()?;
-        index_seqs(&tx, from, to)?;
+        index_seqs(&tx, from, to, false)?;
         set_upto(&tx, to)?;
         tx.commit()?;
         from = to;
@@ -383,16 +415,29 @@ pub fn catch_up(conn: &mut Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Indexes the spans with `after < seq <= upto`.
-fn index_seqs(tx: &Transaction, after: i64, upto: i64) -> rusqlite::Result<()> {
+/// Indexes the spans with `after < seq <= upto`: every entry, or (`attributes_only`) only their
+/// attributes' (the backfill of a schema older than the time and service entries, which
+/// `backfill_keys` writes).
+fn index_seqs(
+    tx: &Transaction,
+    after: i64,
+    upto: i64,
+    attributes_only: bool,
+) -> rusqlite::Result<()> {
     let mut entries: Vec<Entry> = Vec::new();
-    let mut stmt = tx.prepare_cached("SELECT seq, body FROM spans WHERE seq > ?1 AND seq <= ?2")?;
+    let mut stmt =
+        tx.prepare_cached("SELECT seq, service, body FROM spans WHERE seq > ?1 AND seq <= ?2")?;
     let mut rows = stmt.query(params![after, upto])?;
     while let Some(r) = rows.next()? {
         let seq: i64 = r.get(0)?;
-        if let Ok(span) = Span::decode(r.get_ref(1)?.as_blob()?) {
+        if let Ok(span) = Span::decode(r.get_ref(2)?.as_blob()?) {
             let start = span.start_time_unix_nano as i64;
-            entries.extend(hashes(&span.attributes).map(|h| (h, start, seq)));
+            let at = |h| (h, start, seq);
+            if attributes_only {
+                entries.extend(hashes(&span.attributes).map(at));
+            } else {
+                entries.extend(span_hashes(&span.attributes, r.get_ref(1)?.as_str()?).map(at));
+            }
         }
     }
     write_entries(tx, &mut entries)
@@ -408,53 +453,88 @@ pub fn index_resource(tx: &Transaction, id: i64, resource: &Resource) -> rusqlit
     Ok(())
 }
 
-/// Indexes spans and resources stored before the index existed (a database migrated to schema 3).
-/// Runs once, at open, before the writer starts; a crash midway resumes where it stopped.
-pub fn backfill(conn: &mut Connection) -> rusqlite::Result<()> {
-    let pending: Option<i64> = conn
-        .query_row(
-            "SELECT value FROM meta WHERE key = ?1",
-            [BACKFILL_KEY],
-            |r| r.get(0),
-        )
-        .optional()?;
-    let Some(mut upto) = pending else {
+/// The seq a backfill note in `meta` says its spans go up to, if one is pending.
+fn backfill_note(conn: &Connection, key: &str) -> rusqlite::Result<Option<i64>> {
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()
+}
+
+/// Runs `index(tx, after, upto)` over the spans up to the note under `key`, newest first (so a search
+/// over recent data is right as soon as possible), a chunk per transaction that also moves the note
+/// down; the note goes when done, and a crash midway resumes where it stopped. Runs at open, before
+/// the writer starts.
+fn backfill_spans(
+    conn: &mut Connection,
+    key: &str,
+    what: &str,
+    mut index: impl FnMut(&Transaction, i64, i64) -> rusqlite::Result<()>,
+) -> rusqlite::Result<()> {
+    let Some(mut upto) = backfill_note(conn, key)? else {
         return Ok(());
     };
-    tracing::info!(
-        spans_up_to_seq = upto,
-        "indexing span attributes of existing data"
-    );
-    {
-        let tx = conn.transaction()?;
-        let rows: Vec<(i64, Vec<u8>)> = tx
-            .prepare("SELECT id, body FROM resources")?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        for (id, body) in rows {
-            if let Ok(resource) = Resource::decode(body.as_slice()) {
-                index_resource(&tx, id, &resource)?;
-            }
-        }
-        tx.commit()?;
-    }
-    // Newest first, so a search over recent data is right as soon as possible after an interruption.
+    tracing::info!(spans_up_to_seq = upto, "indexing {what} of existing data");
     while upto > 0 {
         let tx = conn.transaction()?;
-        index_seqs(&tx, upto - BACKFILL_CHUNK, upto)?;
+        index(&tx, upto - BACKFILL_CHUNK, upto)?;
         upto -= BACKFILL_CHUNK;
         if upto > 0 {
             tx.execute(
                 "UPDATE meta SET value = ?2 WHERE key = ?1",
-                params![BACKFILL_KEY, upto],
+                params![key, upto],
             )?;
         } else {
-            tx.execute("DELETE FROM meta WHERE key = ?1", [BACKFILL_KEY])?;
+            tx.execute("DELETE FROM meta WHERE key = ?1", [key])?;
         }
         tx.commit()?;
     }
-    tracing::info!("span attribute index complete");
+    tracing::info!("{what}: index complete");
     Ok(())
+}
+
+/// Indexes spans and resources stored before the index existed (a database migrated to schema 3).
+pub fn backfill(conn: &mut Connection) -> rusqlite::Result<()> {
+    if backfill_note(conn, BACKFILL_KEY)?.is_none() {
+        return Ok(());
+    }
+    let tx = conn.transaction()?;
+    let rows: Vec<(i64, Vec<u8>)> = tx
+        .prepare("SELECT id, body FROM resources")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (id, body) in rows {
+        if let Ok(resource) = Resource::decode(body.as_slice()) {
+            index_resource(&tx, id, &resource)?;
+        }
+    }
+    tx.commit()?;
+    backfill_spans(conn, BACKFILL_KEY, "span attributes", |tx, after, upto| {
+        index_seqs(tx, after, upto, true)
+    })
+}
+
+/// Adds the time and service entries of spans stored before they existed (schema 11 dropped the
+/// spans table's time and service indexes for them).
+pub fn backfill_keys(conn: &mut Connection) -> rusqlite::Result<()> {
+    backfill_spans(
+        conn,
+        KEYS_BACKFILL_KEY,
+        "span times and services",
+        |tx, after, upto| {
+            let mut entries: Vec<Entry> = Vec::new();
+            let mut stmt = tx.prepare_cached(
+                "SELECT seq, start_ns, service FROM spans WHERE seq > ?1 AND seq <= ?2",
+            )?;
+            let mut rows = stmt.query(params![after, upto])?;
+            while let Some(r) = rows.next()? {
+                let (seq, start): (i64, i64) = (r.get(0)?, r.get(1)?);
+                entries.push((all_spans_hash(), start, seq));
+                entries.push((service_hash(r.get_ref(2)?.as_str()?), start, seq));
+            }
+            drop(rows);
+            drop(stmt);
+            write_entries(tx, &mut entries)
+        },
+    )
 }
 
 #[cfg(test)]

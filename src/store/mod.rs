@@ -161,6 +161,7 @@ pub fn open(path: &Path, opts: &StoreOptions) -> Result<Store, StoreError> {
     }
     schema::migrate(&mut conn)?;
     index::backfill(&mut conn)?;
+    index::backfill_keys(&mut conn)?;
     index::catch_up(&mut conn)?;
     let reader = Reader::new(path.to_path_buf());
     let checkpointer = Checkpointer::spawn(path)?;

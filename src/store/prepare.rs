@@ -127,7 +127,8 @@ pub(super) fn prepare(batch: Batch, max_attr: usize, live: bool, spans: bool) ->
                 let facts = facts::span_facts(&span, &resource.attributes, &pr.service);
                 let summary = (live && spans).then(|| SpanSummary::new(0, &span, &facts));
                 let body = span.encode_to_vec();
-                let attr_hashes = super::index::hashes(&span.attributes).collect();
+                let attr_hashes =
+                    super::index::span_hashes(&span.attributes, &facts.service).collect();
                 ps.spans.push(PreparedSpan {
                     parent_span_id: (!span.parent_span_id.is_empty())
                         .then_some(span.parent_span_id),

@@ -83,14 +83,17 @@ fn index_entries<P: rusqlite::ToSql>(
     gone: &mut Vec<super::index::Entry>,
 ) -> rusqlite::Result<()> {
     let mut stmt = tx.prepare_cached(&format!(
-        "SELECT seq, start_ns, body FROM spans WHERE {condition}"
+        "SELECT seq, start_ns, body, service FROM spans WHERE {condition}"
     ))?;
     let mut rows = stmt.query([value])?;
     while let Some(r) = rows.next()? {
         let (seq, start): (i64, i64) = (r.get(0)?, r.get(1)?);
         let body = r.get_ref(2)?.as_blob()?;
         if let Ok(span) = <crate::model::Span as prost::Message>::decode(body) {
-            gone.extend(super::index::hashes(&span.attributes).map(|h| (h, start, seq)));
+            let service = r.get_ref(3)?.as_str()?;
+            gone.extend(
+                super::index::span_hashes(&span.attributes, service).map(|h| (h, start, seq)),
+            );
         }
     }
     Ok(())

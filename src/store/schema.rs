@@ -198,6 +198,18 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE span_attrs ADD COLUMN more BLOB;
     "#,
+    // 11: spans are found by time and by service through the attribute index (store::index), which
+    // holds a chunked entry for each; the spans table's own indexes for them go. Spans the index
+    // already covers get those entries at the next open (`index::backfill_keys`); later ones get them
+    // from `index::catch_up`.
+    r#"
+    DROP INDEX spans_by_service;
+    DROP INDEX spans_by_start;
+    INSERT INTO meta(key, value)
+        SELECT 'span_keys_backfill',
+            MIN(MAX(seq), COALESCE((SELECT value FROM meta WHERE key = 'span_attrs_upto'), MAX(seq)))
+        FROM spans HAVING COUNT(*) > 0;
+    "#,
 ];
 
 pub fn version(conn: &Connection) -> rusqlite::Result<usize> {

@@ -48,24 +48,26 @@ impl Dims {
         Ok(dims)
     }
 
-    fn value(
+    /// The label `value` is counted under: itself once known, `unknown` when missing, `other` past the
+    /// cap. Borrowed, so the per-span path allocates only for a value seen for the first time.
+    fn value<'v>(
         &mut self,
         tx: &Transaction,
         dim: &'static str,
-        value: Option<&str>,
-    ) -> rusqlite::Result<String> {
+        value: Option<&'v str>,
+    ) -> rusqlite::Result<&'v str> {
         let value = value.filter(|v| !v.is_empty()).unwrap_or("unknown");
         let known = self.known.entry(dim).or_default();
         if known.contains(value) {
-            return Ok(value.to_string());
+            return Ok(value);
         }
         if known.len() >= LABEL_CAP {
-            return Ok("other".to_string());
+            return Ok("other");
         }
         tx.prepare_cached("INSERT OR IGNORE INTO stat_dims(dim, value) VALUES (?1, ?2)")?
             .execute(params![dim, value])?;
         known.insert(value.to_string());
-        Ok(value.to_string())
+        Ok(value)
     }
 }
 
@@ -73,7 +75,8 @@ impl Dims {
 /// are summed per tool and only turned into label text at the end: they come with every tool span.
 #[derive(Default)]
 pub(super) struct StatsDelta {
-    calls: HashMap<(String, &'static str), f64>,
+    /// Per tool: calls that succeeded and calls that failed.
+    calls: HashMap<String, [f64; 2]>,
     durations: HashMap<String, Durations>,
     values: HashMap<(&'static str, String), f64>,
 }
@@ -101,18 +104,19 @@ impl StatsDelta {
         }
     }
 
-    fn tool_call(&mut self, tool: String, outcome: &'static str, seconds: Option<f64>) {
+    fn tool_call(&mut self, tool: &str, failed: bool, seconds: Option<f64>) {
         if let Some(seconds) = seconds {
-            let d = self.durations.entry(tool.clone()).or_default();
-            for (i, le) in DURATION_BUCKETS.iter().enumerate() {
-                if seconds <= *le {
-                    d.buckets[i] += 1;
+            tally(&mut self.durations, tool, |d| {
+                for (i, le) in DURATION_BUCKETS.iter().enumerate() {
+                    if seconds <= *le {
+                        d.buckets[i] += 1;
+                    }
                 }
-            }
-            d.count += 1;
-            d.sum += seconds.max(0.0);
+                d.count += 1;
+                d.sum += seconds.max(0.0);
+            });
         }
-        *self.calls.entry((tool, outcome)).or_default() += 1.0;
+        tally(&mut self.calls, tool, |c| c[usize::from(failed)] += 1.0);
     }
 
     /// Counts a stored span copy. `old` is the copy it replaced, if any: a finished tool call is
@@ -130,8 +134,7 @@ impl StatsDelta {
         let was_counted = old.is_some_and(|o| o.operation == Some(OP_TOOL) && !o.in_progress);
         if f.operation == Some(OP_TOOL) && !f.in_progress && !was_counted {
             let tool = dims.value(tx, "tool", f.tool.as_deref())?;
-            let outcome = if f.is_error { "error" } else { "ok" };
-            self.tool_call(tool, outcome, Some(duration_s));
+            self.tool_call(tool, f.is_error, Some(duration_s));
         }
         if let Some(src) = f.usage_source() {
             let before = old.map(|o| o.usage).unwrap_or_default();
@@ -150,8 +153,7 @@ impl StatsDelta {
     ) -> rusqlite::Result<()> {
         if f.tool_call {
             let tool = dims.value(tx, "tool", f.tool.as_deref())?;
-            let outcome = if f.tool_error { "error" } else { "ok" };
-            self.tool_call(tool, outcome, f.tool_duration_s);
+            self.tool_call(tool, f.tool_error, f.tool_duration_s);
         }
         let none = Default::default();
         self.usage(
@@ -191,7 +193,7 @@ impl StatsDelta {
             ),
         ];
         if kinds.iter().any(|(_, v)| *v > 0.0) {
-            let model = label("model", &dims.value(tx, "model", model)?);
+            let model = label("model", dims.value(tx, "model", model)?);
             for (kind, v) in kinds {
                 self.add(
                     TOKENS,
@@ -202,16 +204,20 @@ impl StatsDelta {
         }
         let cost = (now.cost_usd - before.cost_usd).max(0.0);
         if cost > 0.0 {
-            let agent = label("agent", &dims.value(tx, "agent", agent)?);
+            let agent = label("agent", dims.value(tx, "agent", agent)?);
             self.add(COST, format!("{agent},{source}"), cost);
         }
         Ok(())
     }
 
     pub fn flush(&mut self, tx: &Transaction) -> rusqlite::Result<()> {
-        for ((tool, outcome), n) in self.calls.drain() {
-            let labels = format!("{},{}", label("tool", &tool), label("outcome", outcome));
-            self.values.insert((TOOL_CALLS, labels), n);
+        for (tool, counts) in self.calls.drain() {
+            for (outcome, n) in ["ok", "error"].into_iter().zip(counts) {
+                if n > 0.0 {
+                    let labels = format!("{},{}", label("tool", &tool), label("outcome", outcome));
+                    self.values.insert((TOOL_CALLS, labels), n);
+                }
+            }
         }
         for (tool, d) in self.durations.drain() {
             let t = label("tool", &tool);
@@ -234,5 +240,16 @@ impl StatsDelta {
             .execute(params![metric, labels, v])?;
         }
         Ok(())
+    }
+}
+
+/// Applies `f` to `key`'s entry, allocating the key only when it is new.
+fn tally<V: Default>(map: &mut HashMap<String, V>, key: &str, f: impl FnOnce(&mut V)) {
+    if let Some(v) = map.get_mut(key) {
+        f(v);
+    } else {
+        let mut v = V::default();
+        f(&mut v);
+        map.insert(key.to_string(), v);
     }
 }
