@@ -2,7 +2,8 @@
 
 mod common;
 
-use aotel::model::{attrs::kv_str, status, Span, Status};
+use aotel::model::attrs::{kv_f64, kv_i64, kv_str};
+use aotel::model::{status, Span, Status};
 use aotel::store::schema;
 use common::TestServer;
 use prost::Message;
@@ -219,4 +220,110 @@ async fn an_idle_store_gives_the_wal_space_back() {
     assert_eq!(session(&server).await["spans"], 2, "nothing was lost");
     export(&server, vec![tool_span(2, true)]).await;
     assert_eq!(session(&server).await["spans"], 3, "writes go on after it");
+}
+
+/// The writer binds only the span columns that changed since the previous span of a batch: every
+/// column of every span in a batch that switches values back and forth (and to and from NULL) must
+/// still be that span's own.
+#[tokio::test]
+async fn every_span_of_a_mixed_batch_keeps_its_own_columns() {
+    let chat = |id: u8, model: Option<&str>, tokens: i64| {
+        let mut attributes = vec![
+            kv_str("gen_ai.operation.name", "chat"),
+            kv_str("gen_ai.conversation.id", "dur"),
+            kv_i64("gen_ai.usage.input_tokens", tokens),
+        ];
+        attributes.extend(model.map(|m| kv_str("gen_ai.request.model", m)));
+        Span {
+            trace_id: vec![0x11; 16],
+            span_id: vec![id; 8],
+            parent_span_id: vec![0xee; 8],
+            name: format!("chat {id}"),
+            kind: 3,
+            start_time_unix_nano: 1_700_000_000_000_000_000 + id as u64,
+            end_time_unix_nano: 1_700_000_001_000_000_000 + id as u64,
+            attributes,
+            ..Default::default()
+        }
+    };
+    let mut costly = root_span();
+    costly.attributes.push(kv_f64("ao.cost.usd", 0.25));
+    let spans = vec![
+        costly,
+        tool_span(1, false),
+        tool_span(2, true),
+        chat(3, Some("claude-a"), 10),
+        chat(4, None, 0),
+        tool_span(5, false),
+        chat(6, Some("claude-b"), 7),
+        chat(7, Some("claude-b"), 7),
+    ];
+    let server = TestServer::start().await;
+    export(&server, spans.clone()).await;
+    let (db, dir) = server.stop().await;
+    let c = rusqlite::Connection::open(&db).expect("open db");
+    type Row = (
+        Option<Vec<u8>>,
+        String,
+        i64,
+        i64,
+        i64,
+        i64,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        i64,
+        f64,
+        Vec<u8>,
+    );
+    for span in &spans {
+        let row: Row = c
+            .query_row(
+                "SELECT parent_span_id, name, kind, start_ns, end_ns, status, operation, tool, model,
+                    input_tokens, cost_usd, body
+                 FROM spans WHERE trace_id = ?1 AND span_id = ?2",
+                rusqlite::params![span.trace_id, span.span_id],
+                |r| {
+                    Ok((
+                        r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?,
+                        r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?, r.get(11)?,
+                    ))
+                },
+            )
+            .expect("stored span");
+        let attr = |key: &str| {
+            span.attributes
+                .iter()
+                .find(|kv| kv.key == key)
+                .and_then(|kv| kv.value.clone())
+                .and_then(|v| v.value)
+        };
+        use aotel::model::any_value::Value as V;
+        let text = |key: &str| match attr(key) {
+            Some(V::StringValue(s)) => Some(s),
+            _ => None,
+        };
+        let expected: Row = (
+            (!span.parent_span_id.is_empty()).then(|| span.parent_span_id.clone()),
+            span.name.clone(),
+            span.kind.into(),
+            span.start_time_unix_nano as i64,
+            span.end_time_unix_nano as i64,
+            span.status.as_ref().map_or(0, |s| s.code).into(),
+            text("gen_ai.operation.name"),
+            text("gen_ai.tool.name"),
+            text("gen_ai.request.model"),
+            match attr("gen_ai.usage.input_tokens") {
+                Some(V::IntValue(n)) => n,
+                _ => 0,
+            },
+            match attr("ao.cost.usd") {
+                Some(V::DoubleValue(d)) => d,
+                _ => 0.0,
+            },
+            span.encode_to_vec(),
+        );
+        assert_eq!(row, expected, "span {:?}", span.span_id);
+    }
+    drop(dir);
 }
