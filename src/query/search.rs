@@ -365,17 +365,7 @@ pub fn search(c: &Connection, p: &SearchParams) -> Result<Outcome, StoreError> {
     } else {
         format!(" AND {}", clauses.join(" AND "))
     };
-    let mut source = Source {
-        entries: Postings::new(h, lo, hi),
-        lookup: c.prepare(&format!(
-            "SELECT {CANDIDATE_COLUMNS} FROM spans s \
-             WHERE s.seq IN (SELECT value FROM json_each(?)){extra}"
-        ))?,
-        batch: INDEX_BATCH,
-    };
-    // The index trails the spans (store::index::Backlog): the spans above `indexed` are read directly,
-    // merged in newest first, and each checked against the whole condition.
-    let mut tail = unindexed(c, indexed, lo, hi, &extra, &args)?;
+    let mut newest = Newest::new(c, h, (lo, hi), indexed, &extra, args)?;
     let mut walk = Walk {
         c,
         p,
@@ -390,79 +380,101 @@ pub fn search(c: &Connection, p: &SearchParams) -> Result<Outcome, StoreError> {
             ..Outcome::default()
         },
     };
-    let mut stopped = false;
-    'scan: loop {
-        let (rows, exhausted) = source.next_batch(c, &args)?;
-        for cand in rows {
-            if cand.seq > indexed {
-                // Indexed after `indexed` was read: `tail` has it.
-                continue;
-            }
-            while tail
-                .last()
-                .is_some_and(|t| (t.start_ns, t.seq) > (cand.start_ns, cand.seq))
-            {
-                if let Some(t) = tail.pop() {
-                    if walk.consider(t, false)? {
-                        stopped = true;
-                        break 'scan;
-                    }
-                }
-            }
-            if walk.consider(cand, n.exact)? {
-                stopped = true;
-                break 'scan;
-            }
-        }
-        if exhausted {
+    while let Some(cand) = newest.next()? {
+        if walk.consider(cand, n.exact)? {
             break;
         }
-    }
-    while let Some(t) = tail.pop().filter(|_| !stopped) {
-        stopped = walk.consider(t, false)?;
     }
     Ok(walk.out)
 }
 
-/// Where a search's candidates come from, newest first: the entries of one key of the attribute index,
-/// looked up a batch at a time (and checked against the SQL clauses).
-struct Source<'c> {
+/// A search's candidates, newest (start, seq) first: the entries of one key of the attribute index,
+/// looked up a batch at a time (and checked against the SQL clauses), merged with the spans the index
+/// does not cover yet (store::index::Backlog), which are read directly with the same clauses.
+struct Newest<'c> {
+    c: &'c Connection,
     entries: Postings,
     lookup: rusqlite::Statement<'c>,
+    args: Vec<Sql>,
     /// Entries per lookup: small first (most searches stop early), larger on long walks.
     batch: usize,
+    /// Every span up to this seq is in the index; the ones above are in `tail`.
+    indexed: i64,
+    /// Looked-up candidates and the unindexed ones, each oldest first (so `pop` gives the newest).
+    ready: Vec<Candidate>,
+    tail: Vec<Candidate>,
+    exhausted: bool,
 }
 
-impl Source<'_> {
-    /// The next candidates, newest first, and whether there are no more after them.
-    fn next_batch(
-        &mut self,
-        c: &Connection,
-        args: &[Sql],
-    ) -> rusqlite::Result<(Vec<Candidate>, bool)> {
+impl<'c> Newest<'c> {
+    /// Entries of `h` starting in `lo..=hi`; `indexed` as `index::indexed_upto` read it; `extra` and
+    /// `args`: further SQL clauses over `spans s` and their values.
+    fn new(
+        c: &'c Connection,
+        h: i64,
+        (lo, hi): (i64, i64),
+        indexed: i64,
+        extra: &str,
+        args: Vec<Sql>,
+    ) -> rusqlite::Result<Self> {
+        Ok(Newest {
+            c,
+            entries: Postings::new(h, lo, hi),
+            lookup: c.prepare(&format!(
+                "SELECT {CANDIDATE_COLUMNS} FROM spans s \
+                 WHERE s.seq IN (SELECT value FROM json_each(?)){extra}"
+            ))?,
+            tail: unindexed(c, indexed, lo, hi, extra, &args)?,
+            args,
+            batch: INDEX_BATCH,
+            indexed,
+            ready: Vec::new(),
+            exhausted: false,
+        })
+    }
+
+    fn next(&mut self) -> rusqlite::Result<Option<Candidate>> {
+        while self.ready.is_empty() && !self.exhausted {
+            self.look_up()?;
+        }
+        let tail_first = match (self.ready.last(), self.tail.last()) {
+            (Some(r), Some(t)) => (t.start_ns, t.seq) > (r.start_ns, r.seq),
+            (None, t) => t.is_some(),
+            (Some(_), None) => false,
+        };
+        Ok(if tail_first {
+            self.tail.pop()
+        } else {
+            self.ready.pop()
+        })
+    }
+
+    /// Looks up the next batch of entries into `ready`.
+    fn look_up(&mut self) -> rusqlite::Result<()> {
         let mut seqs = Vec::with_capacity(self.batch);
-        let mut exhausted = false;
         while seqs.len() < self.batch {
-            match self.entries.next(c)? {
-                Some((_, seq)) => seqs.push(seq),
+            match self.entries.next(self.c)? {
+                Some((_, seq)) if seq <= self.indexed => seqs.push(seq),
+                // Indexed after `indexed` was read: `tail` has it.
+                Some(_) => {}
                 None => {
-                    exhausted = true;
+                    self.exhausted = true;
                     break;
                 }
             }
         }
         self.batch = (self.batch * 2).min(MAX_INDEX_BATCH);
         if seqs.is_empty() {
-            return Ok((Vec::new(), exhausted));
+            return Ok(());
         }
-        let mut bind: Vec<Sql> = Vec::with_capacity(args.len() + 1);
+        let mut bind: Vec<Sql> = Vec::with_capacity(self.args.len() + 1);
         bind.push(seq_list(&seqs).into());
-        bind.extend(args.iter().cloned());
+        bind.extend(self.args.iter().cloned());
         // A span the clauses reject (or a retention step removed meanwhile) is simply not returned.
-        let mut out = candidates(&mut self.lookup, &bind)?;
-        // In the entries' order, which is the rows' (start, seq), newest first.
-        out.sort_unstable_by_key(|c| std::cmp::Reverse((c.start_ns, c.seq)));
-        Ok((out, exhausted))
+        self.ready = candidates(&mut self.lookup, &bind)?;
+        // The entries came newest first; the rows come in seq order.
+        self.ready.sort_unstable_by_key(|c| (c.start_ns, c.seq));
+        Ok(())
     }
 }
 
@@ -678,32 +690,18 @@ pub fn operations(
     .collect()
 }
 
-/// The seqs of the newest `n` spans starting in the range, newest first: from every span's entries in
-/// the attribute index, and from the spans above what it covers yet.
+/// The seqs of the newest `n` spans starting in the range, newest first.
 fn newest_seqs(c: &Connection, lo: i64, hi: i64, n: usize) -> rusqlite::Result<Vec<i64>> {
     let indexed = indexed_upto(c)?;
-    let mut found: Vec<(i64, i64)> = c
-        .prepare_cached(
-            "SELECT start_ns, seq FROM spans NOT INDEXED WHERE seq > ?1 AND start_ns BETWEEN ?2 AND ?3
-             ORDER BY start_ns DESC, seq DESC LIMIT ?4",
-        )?
-        .query_map(params![indexed, lo, hi, n as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut entries = Postings::new(all_spans_hash(), lo, hi);
-    let mut taken = 0;
-    while taken < n {
-        let Some(entry) = entries.next(c)? else {
-            break;
-        };
-        // Indexed after `indexed` was read: already found above.
-        if entry.1 <= indexed {
-            found.push(entry);
-            taken += 1;
+    let mut newest = Newest::new(c, all_spans_hash(), (lo, hi), indexed, "", Vec::new())?;
+    let mut seqs = Vec::new();
+    while seqs.len() < n {
+        match newest.next()? {
+            Some(cand) => seqs.push(cand.seq),
+            None => break,
         }
     }
-    found.sort_unstable_by(|a, b| b.cmp(a));
-    found.truncate(n);
-    Ok(found.into_iter().map(|(_, seq)| seq).collect())
+    Ok(seqs)
 }
 
 /// The seqs as a JSON array, for `json_each`: one bound parameter however many there are.
