@@ -11,15 +11,7 @@ use query_fixture::*;
 use serde_json::{json, Value};
 
 async fn traces(server: &TestServer, query: &str) -> Vec<String> {
-    let v = server.get_json(&format!("/api/traces?{query}")).await;
-    let mut ids: Vec<String> = v["data"]
-        .as_array()
-        .expect("data")
-        .iter()
-        .map(|t| t["traceID"].as_str().unwrap_or("").to_string())
-        .collect();
-    ids.sort();
-    ids
+    trace_ids(&server.get_json(&format!("/api/traces?{query}")).await["data"])
 }
 
 /// Waits until the writer has indexed every stored span (it writes the rows behind the spans).
@@ -216,14 +208,7 @@ async fn a_schema_10_database_gets_service_and_time_entries_at_startup() {
         );
     }
     let tempo = server.get_json("/api/search?limit=20").await;
-    let mut found: Vec<String> = tempo["traces"]
-        .as_array()
-        .expect("traces")
-        .iter()
-        .map(|t| t["traceID"].as_str().unwrap_or("").to_string())
-        .collect();
-    found.sort();
-    assert_eq!(found, all_traces);
+    assert_eq!(trace_ids(&tempo["traces"]), all_traces);
     let c = rusqlite::Connection::open(&db).expect("open db");
     let (note, old_indexes): (i64, i64) = c
         .query_row(

@@ -166,14 +166,7 @@ async fn search(server: &TestServer, query: &str) -> Value {
 }
 
 fn ids(v: &Value) -> Vec<String> {
-    let mut ids: Vec<String> = v["traces"]
-        .as_array()
-        .expect("traces")
-        .iter()
-        .map(|t| t["traceID"].as_str().unwrap_or("").to_string())
-        .collect();
-    ids.sort();
-    ids
+    trace_ids(&v["traces"])
 }
 
 async fn traceql(server: &TestServer, q: &str) -> Vec<String> {

@@ -17,6 +17,18 @@ pub const READ: &str = "d4d4d4d4d4d4d4d4";
 pub const HELPER: &str = "e5e5e5e5e5e5e5e5";
 pub const CC: &str = "f6f6f6f6f6f6f6f6";
 
+/// The `traceID`s of a Jaeger (`data`) or Tempo (`traces`) result list, sorted.
+pub fn trace_ids(list: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = list
+        .as_array()
+        .expect("a list of traces")
+        .iter()
+        .map(|t| t["traceID"].as_str().unwrap_or("").to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
 /// 2023-11-14T22:13:20Z, in ns.
 pub const BASE: u64 = 1_700_000_000_000_000_000;
 pub const SEC: u64 = 1_000_000_000;
