@@ -101,11 +101,10 @@ pub fn service_hash(service: &str) -> i64 {
     attr_hash(SERVICE_KEY, service)
 }
 
-/// Every index hash of a span: its time and service entries, then its attributes'.
-pub fn span_hashes<'a>(attrs: &'a [KeyValue], service: &str) -> impl Iterator<Item = i64> + 'a {
-    [all_spans_hash(), service_hash(service)]
-        .into_iter()
-        .chain(hashes(attrs))
+/// Every index hash of a span: its time and service entries (`service`: its `service_hash`, the same
+/// for every span of a resource), then its attributes'.
+pub fn span_hashes(attrs: &[KeyValue], service: i64) -> impl Iterator<Item = i64> + '_ {
+    [all_spans_hash(), service].into_iter().chain(hashes(attrs))
 }
 
 /// Entries a chunk holds at most.
@@ -436,7 +435,9 @@ fn index_seqs(
             if attributes_only {
                 entries.extend(hashes(&span.attributes).map(at));
             } else {
-                entries.extend(span_hashes(&span.attributes, r.get_ref(1)?.as_str()?).map(at));
+                entries.extend(
+                    span_hashes(&span.attributes, service_hash(r.get_ref(1)?.as_str()?)).map(at),
+                );
             }
         }
     }

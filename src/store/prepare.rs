@@ -112,6 +112,7 @@ pub(super) fn prepare(batch: Batch, max_attr: usize, live: bool, spans: bool) ->
     for rs in batch.spans {
         let resource = rs.resource.unwrap_or_default();
         let mut pr = resource_of(&resource, rs.schema_url);
+        let service_h = super::index::service_hash(&pr.service);
         for ss in rs.scope_spans {
             let mut ps = scope_of(ss.scope, ss.schema_url);
             for mut span in ss.spans {
@@ -127,8 +128,7 @@ pub(super) fn prepare(batch: Batch, max_attr: usize, live: bool, spans: bool) ->
                 let facts = facts::span_facts(&span, &resource.attributes, &pr.service);
                 let summary = (live && spans).then(|| SpanSummary::new(0, &span, &facts));
                 let body = span.encode_to_vec();
-                let attr_hashes =
-                    super::index::span_hashes(&span.attributes, &facts.service).collect();
+                let attr_hashes = super::index::span_hashes(&span.attributes, service_h).collect();
                 ps.spans.push(PreparedSpan {
                     parent_span_id: (!span.parent_span_id.is_empty())
                         .then_some(span.parent_span_id),

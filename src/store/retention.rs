@@ -90,7 +90,7 @@ fn index_entries<P: rusqlite::ToSql>(
         let (seq, start): (i64, i64) = (r.get(0)?, r.get(1)?);
         let body = r.get_ref(2)?.as_blob()?;
         if let Ok(span) = <crate::model::Span as prost::Message>::decode(body) {
-            let service = r.get_ref(3)?.as_str()?;
+            let service = super::index::service_hash(r.get_ref(3)?.as_str()?);
             gone.extend(
                 super::index::span_hashes(&span.attributes, service).map(|h| (h, start, seq)),
             );

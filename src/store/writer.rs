@@ -980,7 +980,7 @@ fn previous_copy(
             Vec::new()
         } else {
             Span::decode(old_body)
-                .map(|s| super::index::span_hashes(&s.attributes, &service).collect())
+                .map(|s| super::index::span_hashes(&s.attributes, super::index::service_hash(&service)).collect())
                 .unwrap_or_default()
         };
         let operation: Option<String> = r.get(5)?;
