@@ -3,8 +3,8 @@
 //! `/metrics` agrees with what is stored, survives restarts and includes offline imports.
 
 use crate::model::facts::{LogFacts, SpanFacts, UsageSource, OP_TOOL};
+use foldhash::{HashMap, HashSet};
 use rusqlite::{params, Connection, Transaction};
-use std::collections::{HashMap, HashSet};
 
 /// Distinct values kept per label before the rest is counted as `other`.
 pub const LABEL_CAP: usize = 50;
