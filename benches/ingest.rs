@@ -6,6 +6,8 @@
 
 #[path = "support/agent_load.rs"]
 mod agent_load;
+#[path = "support/procstat.rs"]
+mod procstat;
 
 use agent_load::request;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
@@ -196,6 +198,63 @@ fn report(name: &str, o: &mut Outcome) {
     );
 }
 
+/// aotel's threads, its writes and the machine's CPUs at one moment, to say where a phase's time went.
+struct Usage {
+    threads: Vec<(u64, u64)>,
+    written: u64,
+    cpu: [u64; 4],
+}
+
+/// aotel's busy threads, by the name /proc shows (15 bytes at most), and what to call them.
+const THREADS: [(&str, &str); 3] = [
+    ("aotel-writer", "writer"),
+    ("tokio-rt-worker", "receiving (tokio)"),
+    ("aotel-checkpoin", "checkpointer"),
+];
+
+impl Usage {
+    fn now(pid: u32) -> Usage {
+        let pid = pid.to_string();
+        Usage {
+            threads: THREADS
+                .iter()
+                .map(|(name, _)| procstat::thread_times(&pid, name))
+                .collect(),
+            written: procstat::written_bytes(&pid),
+            cpu: procstat::cpu_ticks(),
+        }
+    }
+
+    /// Prints CPU time and bytes written per span acknowledged in `phase`, and how busy the machine was.
+    fn since(&self, before: &Usage, phase: &Outcome) {
+        let spans = phase.spans.max(1) as f64;
+        let secs = phase.elapsed.as_secs_f64().max(1e-9);
+        let threads: Vec<String> = THREADS
+            .iter()
+            .zip(self.threads.iter().zip(&before.threads))
+            .map(|((_, label), (a, b))| {
+                format!(
+                    "{label} {:.1} us ({:.0}% of a core, waited for one {:.0}%)",
+                    (a.0 - b.0) as f64 / 1e3 / spans,
+                    (a.0 - b.0) as f64 / 1e9 / secs * 100.0,
+                    (a.1 - b.1) as f64 / 1e9 / secs * 100.0,
+                )
+            })
+            .collect();
+        println!("  per span, CPU: {}", threads.join(", "));
+        let cores =
+            |i: usize| (self.cpu[i] - before.cpu[i]) as f64 / procstat::TICKS_PER_SECOND / secs;
+        println!(
+            "  per span, {:.0} bytes written (WAL and checkpoints); machine cores busy {:.2}, idle {:.2}, in I/O wait {:.2}, interrupts and stolen {:.2}",
+            (self.written - before.written) as f64 / spans,
+            cores(0),
+            cores(1),
+            cores(2),
+            cores(3),
+        );
+    }
+}
+
 fn main() {
     let o = opts();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -247,8 +306,10 @@ fn main() {
     // Paced twice: on a fresh store, and right after the saturation phase (below).
     let mut paced = rt.block_on(drive(grpc, http, &o, Some(o.rate), &seq));
     report(&format!("aotel, paced at {}/s", o.rate), &mut paced);
+    let before = Usage::now(pid);
     let mut max = rt.block_on(drive(grpc, http, &o, None, &seq));
     report("aotel, max (ack after commit)", &mut max);
+    Usage::now(pid).since(&before, &max);
     // Right after saturation: the WAL it left is still being checkpointed, the index backlog written.
     let mut after = rt.block_on(drive(grpc, http, &o, Some(o.rate), &seq));
     report(

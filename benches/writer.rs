@@ -9,6 +9,9 @@
 
 #[path = "support/agent_load.rs"]
 mod agent_load;
+#[path = "support/procstat.rs"]
+#[allow(dead_code)]
+mod procstat;
 
 use aotel::model::Batch;
 use aotel::store::{self, StoreOptions};
@@ -21,27 +24,6 @@ fn arg(name: &str, default: u64) -> u64 {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// (on-CPU ns, run-queue wait ns) of this process's threads named `name`, from schedstat.
-fn thread_times(name: &str) -> (u64, u64) {
-    let mut total = (0, 0);
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return total;
-    };
-    for task in tasks.flatten() {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if comm.trim() != name {
-            continue;
-        }
-        let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
-        let mut f = stat
-            .split_whitespace()
-            .map(|v| v.parse::<u64>().unwrap_or(0));
-        total.0 += f.next().unwrap_or(0);
-        total.1 += f.next().unwrap_or(0);
-    }
-    total
 }
 
 fn main() {
@@ -61,7 +43,10 @@ fn main() {
     let opened = store::open(&db, &StoreOptions::default()).expect("open store");
     let writer = opened.writer.clone();
     let seq = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1));
-    let before = (thread_times("aotel-writer"), thread_times("bench-submit"));
+    let before = (
+        procstat::thread_times("self", "aotel-writer"),
+        procstat::thread_times("self", "bench-submit"),
+    );
     let started = Instant::now();
     let stored: usize = rt.block_on(async {
         let deadline = started + Duration::from_secs(seconds);
@@ -100,7 +85,10 @@ fn main() {
         total
     });
     let elapsed = started.elapsed().as_secs_f64();
-    let after = (thread_times("aotel-writer"), thread_times("bench-submit"));
+    let after = (
+        procstat::thread_times("self", "aotel-writer"),
+        procstat::thread_times("self", "bench-submit"),
+    );
     drop(writer);
     rt.block_on(opened.close()).expect("close store");
     let per_span = |a: u64, b: u64| (a - b) as f64 / 1e3 / stored.max(1) as f64;

@@ -1,0 +1,53 @@
+//! What /proc says about a process's threads, its writes, and the machine's CPUs: for benchmarks that
+//! report where the time went, not only how fast it was.
+
+/// (on-CPU ns, run-queue wait ns) summed over the threads of `pid` ("self" or a number) named `name`
+/// (as /proc shows it: at most 15 bytes).
+pub fn thread_times(pid: &str, name: &str) -> (u64, u64) {
+    let mut total = (0, 0);
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return total;
+    };
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+        let mut f = stat
+            .split_whitespace()
+            .map(|v| v.parse::<u64>().unwrap_or(0));
+        total.0 += f.next().unwrap_or(0);
+        total.1 += f.next().unwrap_or(0);
+    }
+    total
+}
+
+/// Bytes the process has handed to write calls (`wchar`: its WAL and database writes).
+pub fn written_bytes(pid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("wchar:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The machine's CPU time so far, in clock ticks: [busy (user, nice, system), idle, iowait, other
+/// (interrupts and time stolen by the hypervisor)].
+pub fn cpu_ticks() -> [u64; 4] {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    let at = |i: usize| f.get(i).copied().unwrap_or(0);
+    [at(0) + at(1) + at(2), at(3), at(4), at(5) + at(6) + at(7)]
+}
+
+/// Clock ticks per second of `cpu_ticks` (USER_HZ, 100 on Linux).
+pub const TICKS_PER_SECOND: f64 = 100.0;
