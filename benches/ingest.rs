@@ -23,6 +23,8 @@ struct Opts {
     connections: usize,
     spans: usize,
     rate: u64,
+    /// `--rate` was given: an external target is driven at that pace instead of as fast as it goes.
+    paced: bool,
 }
 
 fn opts() -> Opts {
@@ -31,6 +33,7 @@ fn opts() -> Opts {
         connections: 8,
         spans: 100,
         rate: 20_000,
+        paced: false,
     };
     let args: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -40,7 +43,10 @@ fn opts() -> Opts {
             "--seconds" => o.seconds = val().unwrap_or(o.seconds),
             "--connections" => o.connections = val().map(|v| v as usize).unwrap_or(o.connections),
             "--spans" => o.spans = val().map(|v| v as usize).unwrap_or(o.spans),
-            "--rate" => o.rate = val().unwrap_or(o.rate),
+            "--rate" => {
+                o.rate = val().unwrap_or(o.rate);
+                o.paced = true;
+            }
             _ => {
                 i += 1;
                 continue;
@@ -270,8 +276,13 @@ fn main() {
             .collect();
         if let [grpc, http] = ports[..] {
             let seq = Arc::new(AtomicU64::new(1));
-            let mut out = rt.block_on(drive(grpc, http, &o, None, &seq));
-            report("external target, max", &mut out);
+            let rate = o.paced.then_some(o.rate);
+            let mut out = rt.block_on(drive(grpc, http, &o, rate, &seq));
+            let name = match rate {
+                Some(r) => format!("external target, paced at {r}/s"),
+                None => "external target, max".to_string(),
+            };
+            report(&name, &mut out);
             return;
         }
         panic!("AOTEL_BENCH_TARGET must be GRPC_PORT,HTTP_PORT");
