@@ -144,7 +144,8 @@ pub fn open(path: &Path, opts: &StoreOptions) -> Result<Store, StoreError> {
     };
     conn.pragma_update(None, "synchronous", sync)?;
     conn.pragma_update(None, "cache_size", -32768)?;
-    // Checkpoints run on their own thread (below), so commits never wait for one.
+    // Checkpoints run on their own thread (below), so commits do not do that work; a transaction that
+    // begins just as one has copied the whole WAL can still wait for its syncs (README, "Benchmarks").
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     // When a checkpoint lets the WAL start over, a file larger than this is cut back. Under load the
     // WAL stays below it (see `Checkpointer`), so commits overwrite blocks the file already has instead
@@ -187,7 +188,7 @@ fn writer_busy(attempt: i32) -> bool {
 }
 
 /// Copies committed pages from the WAL into the database file on its own connection, so the writer's
-/// commits never pay for a checkpoint. Passive checkpoints never block the writer, but under steady
+/// commits never pay for a checkpoint. Passive checkpoints never take the write lock, but under steady
 /// writes they never catch up completely, so the WAL would keep growing: past `WAL_RESTART_BYTES` a
 /// RESTART (see below) makes the next commits start it over. Once
 /// nothing has been written for `IDLE_TRUNCATE` ticks, a TRUNCATE gives the WAL's disk space back.
@@ -241,7 +242,7 @@ impl Checkpointer {
                     };
                     if wal > WAL_RESTART_BYTES {
                         // A RESTART keeps the writer out while it copies what is left: what arrived
-                        // since the last passive copy began. So passive copies (which never block) run
+                        // since the last passive copy began. So passive copies (which never take the write lock) run
                         // back to back, each shorter than the one before, until one copied everything
                         // it saw quickly; then what a RESTART has left is small. Writes faster than
                         // the copies can go on without such a moment: past `WAL_MAX_BYTES` the RESTART
