@@ -242,11 +242,12 @@ impl Checkpointer {
                     };
                     if wal > WAL_RESTART_BYTES {
                         // A RESTART keeps the writer out while it copies what is left: what arrived
-                        // since the last passive copy began. So passive copies (which never take the write lock) run
-                        // back to back, each shorter than the one before, until one copied everything
-                        // it saw quickly; then what a RESTART has left is small. Writes faster than
-                        // the copies can go on without such a moment: past `WAL_MAX_BYTES` the RESTART
-                        // runs anyway, so the WAL stays bounded at the cost of one longer wait.
+                        // since the last passive copy began. So passive copies (which never take the
+                        // write lock) run back to back, each shorter than the one before, until one
+                        // copied everything it saw quickly; then what a RESTART has left is small.
+                        // Writes faster than the copies can go on without such a moment: past
+                        // `WAL_MAX_BYTES` the RESTART runs anyway, so the WAL stays bounded at the cost
+                        // of one longer wait.
                         let quick = copied == wal && started.elapsed() <= RESTART_AFTER_PASSIVE;
                         if quick || wal > WAL_MAX_BYTES {
                             checkpoint("RESTART");
