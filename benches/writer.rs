@@ -10,7 +10,7 @@
 #[path = "support/agent_load.rs"]
 mod agent_load;
 #[path = "support/procstat.rs"]
-#[allow(dead_code)]
+#[allow(dead_code)] // shared with the ingest bench; only thread_times is used here
 mod procstat;
 
 use aotel::model::Batch;

@@ -13,8 +13,8 @@ use prost::Message;
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use std::collections::hash_map::Entry;
-// foldhash, not SipHash: hashing was ~6% of the writer's instructions (callgrind). Its seeds are random per
-// process, and these maps are per transaction or bounded caches.
+// foldhash, not SipHash: hashing was ~6% of the writer's instructions (callgrind). Its seeds are random
+// per process, and these maps are per transaction or bounded caches.
 use foldhash::{HashMap, HashMapExt, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
