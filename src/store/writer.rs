@@ -976,13 +976,16 @@ fn previous_copy(
     )?
     .query_row(params![span.trace_id, span.span_id], |r| {
         let old_body = r.get_ref(0)?.as_blob()?;
-        let same = old_body == body && r.get::<_, i64>(1)? == resource_id && r.get::<_, i64>(2)? == scope_id;
+        let same = old_body == body
+            && r.get::<_, i64>(1)? == resource_id
+            && r.get::<_, i64>(2)? == scope_id;
         let service: String = r.get(4)?;
         let attr_hashes = if same {
             Vec::new()
         } else {
+            let service_h = super::index::service_hash(&service);
             Span::decode(old_body)
-                .map(|s| super::index::span_hashes(&s.attributes, super::index::service_hash(&service)).collect())
+                .map(|s| super::index::span_hashes(&s.attributes, service_h).collect())
                 .unwrap_or_default()
         };
         let operation: Option<String> = r.get(5)?;
