@@ -22,18 +22,19 @@ struct Opts {
     seconds: u64,
     connections: usize,
     spans: usize,
-    rate: u64,
-    /// `--rate` was given: an external target is driven at that pace instead of as fast as it goes.
-    paced: bool,
+    /// `--rate`: the paced phases' rate (default `DEFAULT_RATE`); an external target is driven at it
+    /// only when given, else as fast as it goes.
+    rate: Option<u64>,
 }
+
+const DEFAULT_RATE: u64 = 20_000;
 
 fn opts() -> Opts {
     let mut o = Opts {
         seconds: 10,
         connections: 8,
         spans: 100,
-        rate: 20_000,
-        paced: false,
+        rate: None,
     };
     let args: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -43,10 +44,7 @@ fn opts() -> Opts {
             "--seconds" => o.seconds = val().unwrap_or(o.seconds),
             "--connections" => o.connections = val().map(|v| v as usize).unwrap_or(o.connections),
             "--spans" => o.spans = val().map(|v| v as usize).unwrap_or(o.spans),
-            "--rate" => {
-                o.rate = val().unwrap_or(o.rate);
-                o.paced = true;
-            }
+            "--rate" => o.rate = val().or(o.rate),
             _ => {
                 i += 1;
                 continue;
@@ -241,18 +239,19 @@ impl Usage {
             .map(|((_, label), (a, b))| {
                 format!(
                     "{label} {:.1} us ({:.0}% of a core, waited for one {:.0}%)",
-                    (a.0 - b.0) as f64 / 1e3 / spans,
-                    (a.0 - b.0) as f64 / 1e9 / secs * 100.0,
-                    (a.1 - b.1) as f64 / 1e9 / secs * 100.0,
+                    a.0.saturating_sub(b.0) as f64 / 1e3 / spans,
+                    a.0.saturating_sub(b.0) as f64 / 1e9 / secs * 100.0,
+                    a.1.saturating_sub(b.1) as f64 / 1e9 / secs * 100.0,
                 )
             })
             .collect();
         println!("  per span, CPU: {}", threads.join(", "));
-        let cores =
-            |i: usize| (self.cpu[i] - before.cpu[i]) as f64 / procstat::TICKS_PER_SECOND / secs;
+        let cores = |i: usize| {
+            self.cpu[i].saturating_sub(before.cpu[i]) as f64 / procstat::TICKS_PER_SECOND / secs
+        };
         println!(
             "  per span, {:.0} bytes written (WAL and checkpoints); machine cores busy {:.2}, idle {:.2}, in I/O wait {:.2}, interrupts and stolen {:.2}",
-            (self.written - before.written) as f64 / spans,
+            self.written.saturating_sub(before.written) as f64 / spans,
             cores(0),
             cores(1),
             cores(2),
@@ -276,9 +275,8 @@ fn main() {
             .collect();
         if let [grpc, http] = ports[..] {
             let seq = Arc::new(AtomicU64::new(1));
-            let rate = o.paced.then_some(o.rate);
-            let mut out = rt.block_on(drive(grpc, http, &o, rate, &seq));
-            let name = match rate {
+            let mut out = rt.block_on(drive(grpc, http, &o, o.rate, &seq));
+            let name = match o.rate {
                 Some(r) => format!("external target, paced at {r}/s"),
                 None => "external target, max".to_string(),
             };
@@ -315,18 +313,16 @@ fn main() {
     // One sequence across phases: every request is a new trace, never a duplicate.
     let seq = Arc::new(AtomicU64::new(1));
     // Paced twice: on a fresh store, and right after the saturation phase (below).
-    let mut paced = rt.block_on(drive(grpc, http, &o, Some(o.rate), &seq));
-    report(&format!("aotel, paced at {}/s", o.rate), &mut paced);
+    let rate = o.rate.unwrap_or(DEFAULT_RATE);
+    let mut paced = rt.block_on(drive(grpc, http, &o, Some(rate), &seq));
+    report(&format!("aotel, paced at {rate}/s"), &mut paced);
     let before = Usage::now(pid);
     let mut max = rt.block_on(drive(grpc, http, &o, None, &seq));
     report("aotel, max (ack after commit)", &mut max);
     Usage::now(pid).since(&before, &max);
     // Right after saturation: the WAL it left is still being checkpointed, the index backlog written.
-    let mut after = rt.block_on(drive(grpc, http, &o, Some(o.rate), &seq));
-    report(
-        &format!("aotel, paced at {}/s after max", o.rate),
-        &mut after,
-    );
+    let mut after = rt.block_on(drive(grpc, http, &o, Some(rate), &seq));
+    report(&format!("aotel, paced at {rate}/s after max"), &mut after);
     let rss = peak_rss_mb(pid);
     stop(child);
     let conn = rusqlite::Connection::open(&db).expect("open db");
