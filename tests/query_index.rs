@@ -188,6 +188,7 @@ async fn a_schema_10_database_gets_service_and_time_entries_at_startup() {
         tx.execute_batch(
             "CREATE INDEX spans_by_service ON spans(service, start_ns);
              CREATE INDEX spans_by_start ON spans(start_ns);
+             CREATE INDEX session_traces_by_trace ON session_traces(trace_id);
              PRAGMA user_version = 10;",
         )
         .expect("schema 10");
@@ -213,7 +214,7 @@ async fn a_schema_10_database_gets_service_and_time_entries_at_startup() {
     let (note, old_indexes): (i64, i64) = c
         .query_row(
             "SELECT (SELECT COUNT(*) FROM meta WHERE key = 'span_keys_backfill'),
-                    (SELECT COUNT(*) FROM sqlite_master WHERE name IN ('spans_by_service', 'spans_by_start'))",
+                    (SELECT COUNT(*) FROM sqlite_master WHERE name IN ('spans_by_service', 'spans_by_start', 'session_traces_by_trace'))",
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )

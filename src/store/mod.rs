@@ -203,11 +203,18 @@ const WAL_MAX_BYTES: i64 = 3 * WAL_RESTART_BYTES;
 /// A passive checkpoint this short leaves a RESTART little to copy while the writer waits.
 const RESTART_AFTER_PASSIVE: std::time::Duration = std::time::Duration::from_millis(20);
 const IDLE_TRUNCATE: u32 = 25;
+/// Checkpoints grow the database file this much at a time (fallocate).
+const DB_CHUNK_BYTES: std::ffi::c_int = 32 << 20;
 
 impl Checkpointer {
     fn spawn(path: &Path) -> Result<Checkpointer, StoreError> {
         use std::sync::atomic::Ordering;
         let conn = Connection::open(path)?;
+        let mut chunk: std::ffi::c_int = DB_CHUNK_BYTES;
+        conn.file_control(
+            Some(rusqlite::MAIN_DB),
+            rusqlite::FileControl::ChunkSize(&mut chunk),
+        )?;
         // Short: a RESTART or TRUNCATE that finds the writer busy or a reader on the old WAL gives up
         // and tries again on a later tick, instead of keeping the writer out while it waits.
         conn.busy_timeout(std::time::Duration::from_millis(50))?;

@@ -210,6 +210,11 @@ pub const MIGRATIONS: &[&str] = &[
             MIN(MAX(seq), COALESCE((SELECT value FROM meta WHERE key = 'span_attrs_upto'), MAX(seq)))
         FROM spans HAVING COUNT(*) > 0;
     "#,
+    // 12: nothing looks a session up by trace (sessions are found by key, their traces by session), and
+    // the index cost every new trace an insert on a random page, a WAL frame per commit each.
+    r#"
+    DROP INDEX IF EXISTS session_traces_by_trace;
+    "#,
 ];
 
 pub fn version(conn: &Connection) -> rusqlite::Result<usize> {
