@@ -66,6 +66,7 @@ fn main() {
                     let batch = Batch {
                         spans: req.resource_spans,
                         logs: Vec::new(),
+                        wire: None,
                     };
                     match writer.write(batch, bytes).await {
                         Ok(receipt) => stored += receipt.spans,

@@ -11,6 +11,7 @@
 
 mod common;
 
+use aotel::model::wire::Wire;
 use aotel::model::{attrs, facts, ExportLogsServiceRequest, ExportTraceServiceRequest, Span};
 use aotel::query::traceql;
 use aotel::receiver::{check_logs, check_traces};
@@ -366,7 +367,11 @@ fn map_span(mut span: Span, resource: &[aotel::model::KeyValue], service: &str) 
 
 fn map_traces(mut req: ExportTraceServiceRequest) -> usize {
     let mut n = 0;
-    let (rejected, message) = check_traces(&mut req);
+    let aotel::receiver::Rejected {
+        count: rejected,
+        message,
+        ..
+    } = check_traces(&mut req);
     assert_eq!(rejected == 0, message.is_empty());
     for rs in req.resource_spans {
         let resource = rs.resource.unwrap_or_default();
@@ -386,7 +391,11 @@ fn map_traces(mut req: ExportTraceServiceRequest) -> usize {
 
 fn map_logs(mut req: ExportLogsServiceRequest) -> usize {
     let mut n = 0;
-    let (rejected, message) = check_logs(&mut req);
+    let aotel::receiver::Rejected {
+        count: rejected,
+        message,
+        ..
+    } = check_logs(&mut req);
     assert_eq!(rejected == 0, message.is_empty());
     for rl in req.resource_logs {
         let resource = rl.resource.unwrap_or_default();
@@ -414,15 +423,35 @@ fn reencodes<M: Message + Default>(m: &M) {
     assert_eq!(once, twice);
 }
 
+/// The received bytes the store keeps for each item (`model::wire`) must decode to that item; a walk
+/// that cannot tell gives None (and the store encodes instead), never a wrong item.
+fn wire_agrees<T: Message + Default + PartialEq + std::fmt::Debug>(data: &[u8], items: Vec<&T>) {
+    let Some(wire) = Wire::of(bytes::Bytes::copy_from_slice(data), items.len()) else {
+        return;
+    };
+    for (i, item) in items.into_iter().enumerate() {
+        let raw = wire.item(i).expect("the wire has every item");
+        assert_eq!(&T::decode(raw).expect("a received item decodes"), item);
+    }
+}
+
 fn proto_traces(data: &[u8]) -> Verdict {
     let req = ExportTraceServiceRequest::decode(data).ok()?;
     reencodes(&req);
+    let spans = (req.resource_spans.iter())
+        .flat_map(|rs| &rs.scope_spans)
+        .flat_map(|ss| &ss.spans);
+    wire_agrees(data, spans.collect());
     Some(map_traces(req))
 }
 
 fn proto_logs(data: &[u8]) -> Verdict {
     let req = ExportLogsServiceRequest::decode(data).ok()?;
     reencodes(&req);
+    let logs = (req.resource_logs.iter())
+        .flat_map(|rl| &rl.scope_logs)
+        .flat_map(|sl| &sl.log_records);
+    wire_agrees(data, logs.collect());
     Some(map_logs(req))
 }
 

@@ -516,3 +516,167 @@ async fn a_full_queue_pushes_back_and_never_acknowledges_unstored_data() {
         "acknowledged = stored"
     );
 }
+
+/// A protobuf field: tag and, for length-delimited ones, the length.
+fn field(number: u32, bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    prost::encoding::encode_key(number, prost::encoding::WireType::LengthDelimited, &mut out);
+    prost::encoding::encode_varint(bytes.len() as u64, &mut out);
+    out.extend_from_slice(bytes);
+    out
+}
+
+/// A span encoded the way prost would never write it: its name (field 5) after its attributes and an
+/// unknown field 99 at the end, so a decode-and-encode would give different bytes.
+fn hand_encoded(span: &Span) -> Vec<u8> {
+    let mut out = Span {
+        name: String::new(),
+        ..span.clone()
+    }
+    .encode_to_vec();
+    out.extend(field(5, span.name.as_bytes()));
+    prost::encoding::encode_key(99, prost::encoding::WireType::Varint, &mut out);
+    prost::encoding::encode_varint(7, &mut out);
+    out
+}
+
+/// An export request around already encoded spans.
+fn hand_request(spans: &[Vec<u8>]) -> Vec<u8> {
+    let resource = aotel::model::Resource {
+        attributes: vec![kv_str("service.name", "edge")],
+        ..Default::default()
+    };
+    let mut scope = Vec::new();
+    for s in spans {
+        scope.extend(field(2, s));
+    }
+    let mut resource_spans = field(1, &resource.encode_to_vec());
+    resource_spans.extend(field(2, &scope));
+    field(1, &resource_spans)
+}
+
+/// Sends `body` as the message of a gRPC trace export, byte for byte.
+async fn grpc_raw(
+    server: &TestServer,
+    body: Vec<u8>,
+) -> Result<aotel::model::ExportTraceServiceResponse, tonic::Status> {
+    #[derive(Clone)]
+    struct Raw;
+    struct RawEncoder;
+    struct ResponseDecoder;
+    impl tonic::codec::Codec for Raw {
+        type Encode = Vec<u8>;
+        type Decode = aotel::model::ExportTraceServiceResponse;
+        type Encoder = RawEncoder;
+        type Decoder = ResponseDecoder;
+        fn encoder(&mut self) -> RawEncoder {
+            RawEncoder
+        }
+        fn decoder(&mut self) -> ResponseDecoder {
+            ResponseDecoder
+        }
+    }
+    impl tonic::codec::Encoder for RawEncoder {
+        type Item = Vec<u8>;
+        type Error = tonic::Status;
+        fn encode(
+            &mut self,
+            item: Vec<u8>,
+            dst: &mut tonic::codec::EncodeBuf<'_>,
+        ) -> Result<(), tonic::Status> {
+            bytes::BufMut::put_slice(dst, &item);
+            Ok(())
+        }
+    }
+    impl tonic::codec::Decoder for ResponseDecoder {
+        type Item = aotel::model::ExportTraceServiceResponse;
+        type Error = tonic::Status;
+        fn decode(
+            &mut self,
+            src: &mut tonic::codec::DecodeBuf<'_>,
+        ) -> Result<Option<Self::Item>, tonic::Status> {
+            Message::decode(src)
+                .map(Some)
+                .map_err(|e| tonic::Status::internal(e.to_string()))
+        }
+    }
+    let channel = tonic::transport::Endpoint::from_shared(server.grpc_url())
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let path = http::uri::PathAndQuery::from_static(
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    );
+    grpc.unary(tonic::Request::new(body), path, Raw)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// The stored encoding of span (`trace` repeated, `span` repeated), read from the database file.
+fn stored_body(server: &TestServer, trace: u8, span: u8) -> Vec<u8> {
+    let conn = rusqlite::Connection::open(&server.db).expect("open the store");
+    conn.query_row(
+        "SELECT body FROM spans WHERE trace_id = ?1 AND span_id = ?2",
+        (vec![trace; 16], vec![span; 8]),
+        |r| r.get(0),
+    )
+    .unwrap_or_else(|e| panic!("span {trace}/{span} is not stored: {e}"))
+}
+
+/// Spans that come as protobuf are stored as the bytes they came in, over HTTP and gRPC, and a
+/// rejected span in the same request does not shift which bytes go with which span. A span that
+/// truncation changed is stored as changed.
+#[tokio::test]
+async fn protobuf_spans_are_stored_as_received() {
+    let server = TestServer::start().await;
+    for (transport, trace) in [("http", 1u8), ("grpc", 2)] {
+        let first = hand_encoded(&span(trace, 1, "first"));
+        let mut bad = span(trace, 2, "bad");
+        bad.trace_id = vec![0; 16];
+        let second = hand_encoded(&span(trace, 3, "second"));
+        let body = hand_request(&[first.clone(), hand_encoded(&bad), second.clone()]);
+        let resp = if transport == "http" {
+            let (status, _, resp) =
+                post(&server, "/v1/traces", "application/x-protobuf", None, body).await;
+            assert_eq!(status, StatusCode::OK);
+            aotel::model::ExportTraceServiceResponse::decode(resp.as_slice()).expect("response")
+        } else {
+            grpc_raw(&server, body).await.expect("export")
+        };
+        let partial = resp.partial_success.expect("partial success");
+        assert_eq!(partial.rejected_spans, 1, "{transport}");
+        assert_eq!(stored_body(&server, trace, 1), first, "{transport}");
+        assert_eq!(stored_body(&server, trace, 3), second, "{transport}");
+        let decoded = Span::decode(stored_body(&server, trace, 3).as_slice()).expect("decodes");
+        assert_eq!(decoded.name, "second", "{transport}");
+    }
+
+    // Truncated on the way in: stored as truncated, with its marker.
+    let mut long = span(4, 1, "long");
+    long.attributes
+        .push(kv_str("gen_ai.tool.call.result", "z".repeat(2 << 20)));
+    let raw = hand_encoded(&long);
+    let (status, _, _) = post(
+        &server,
+        "/v1/traces",
+        "application/x-protobuf",
+        None,
+        hand_request(std::slice::from_ref(&raw)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let body = stored_body(&server, 4, 1);
+    assert_ne!(body, raw);
+    let decoded = Span::decode(body.as_slice()).expect("decodes");
+    assert!(decoded.attributes.iter().any(|kv| kv.key == "ao.truncated"));
+
+    // Malformed protobuf over gRPC is INVALID_ARGUMENT and says what was wrong.
+    let err = grpc_raw(&server, vec![0x0a, 0xff, 0xff, 0x01])
+        .await
+        .expect_err("malformed");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("invalid protobuf"), "{err:?}");
+}

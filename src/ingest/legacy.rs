@@ -442,6 +442,7 @@ async fn to_batch(app: &AppState, ev: &Event) -> Result<Batch, StoreError> {
             }],
             schema_url: String::new(),
         }],
+        wire: None,
     })
 }
 

@@ -253,6 +253,7 @@ pub fn span_batch(resource: Resource, scope: InstrumentationScope, spans: Vec<Sp
             schema_url: String::new(),
         }],
         logs: Vec::new(),
+        wire: None,
     }
 }
 

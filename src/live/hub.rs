@@ -438,6 +438,7 @@ mod tests {
                 ..Default::default()
             }],
             logs: Vec::new(),
+            wire: None,
         }
     }
 

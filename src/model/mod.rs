@@ -5,6 +5,7 @@ pub mod facts;
 pub mod ids;
 pub mod rpc;
 pub mod time;
+pub mod wire;
 
 pub use opentelemetry_proto::tonic::{
     collector::{
@@ -22,23 +23,33 @@ pub use opentelemetry_proto::tonic::{
 pub struct Batch {
     pub spans: Vec<ResourceSpans>,
     pub logs: Vec<ResourceLogs>,
+    /// The received protobuf bytes of the items, when the batch is one OTLP request that came as
+    /// protobuf (items of the other signal, if any, are encoded as usual).
+    pub wire: Option<wire::Wire>,
+}
+
+pub fn span_count(spans: &[ResourceSpans]) -> usize {
+    spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len())
+        .sum()
+}
+
+pub fn log_count(logs: &[ResourceLogs]) -> usize {
+    logs.iter()
+        .flat_map(|r| &r.scope_logs)
+        .map(|s| s.log_records.len())
+        .sum()
 }
 
 impl Batch {
     pub fn span_count(&self) -> usize {
-        self.spans
-            .iter()
-            .flat_map(|r| &r.scope_spans)
-            .map(|s| s.spans.len())
-            .sum()
+        span_count(&self.spans)
     }
 
     pub fn log_count(&self) -> usize {
-        self.logs
-            .iter()
-            .flat_map(|r| &r.scope_logs)
-            .map(|s| s.log_records.len())
-            .sum()
+        log_count(&self.logs)
     }
 
     pub fn is_empty(&self) -> bool {

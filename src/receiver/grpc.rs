@@ -6,28 +6,22 @@ use crate::model::{
     ExportLogsServiceRequest, ExportLogsServiceResponse, ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 };
-use crate::store::{StoreError, Writer};
+use crate::store::{Reservation, StoreError, Writer};
+use bytes::{Buf, Bytes};
 use futures_util::TryStreamExt;
-use opentelemetry_proto::tonic::collector::{
-    logs::v1::logs_service_server::{LogsService, LogsServiceServer},
-    trace::v1::trace_service_server::{TraceService, TraceServiceServer},
-};
 use prost::Message;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tonic::codec::CompressionEncoding;
+use tonic::codec::{CompressionEncoding, DecodeBuf, EncodeBuf};
+use tonic::codegen::{http, Body, BoxFuture, Service, StdError};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::{Connected, TcpIncoming};
 use tonic::{Request, Response, Status};
-
-#[derive(Clone)]
-struct Receiver {
-    writer: Writer,
-}
 
 /// Store failures are all worth retrying from the client's side: a full queue, a shutdown, a disk hiccup.
 fn status_of(err: StoreError) -> Status {
@@ -43,33 +37,183 @@ fn status_of(err: StoreError) -> Status {
     }
 }
 
-#[tonic::async_trait]
-impl TraceService for Receiver {
-    async fn export(
-        &self,
-        request: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        let req = request.into_inner();
-        let room = self.writer.reserve(req.encoded_len()).map_err(status_of)?;
-        export_traces(&self.writer, req, room)
-            .await
-            .map(Response::new)
-            .map_err(status_of)
+/// One OTLP `Export` method: what it decodes, what it answers, how it stores.
+trait Export: Send + Sync + 'static {
+    type Request: Message + Default + Send + 'static;
+    type Response: Message + Send + 'static;
+    const SERVICE: &'static str;
+    const PATH: &'static str;
+    fn store(
+        writer: Writer,
+        request: Self::Request,
+        raw: Bytes,
+        room: Reservation,
+    ) -> impl Future<Output = Result<Self::Response, StoreError>> + Send;
+}
+
+struct Traces;
+struct Logs;
+
+impl Export for Traces {
+    type Request = ExportTraceServiceRequest;
+    type Response = ExportTraceServiceResponse;
+    const SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+    const PATH: &'static str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+    async fn store(
+        writer: Writer,
+        request: Self::Request,
+        raw: Bytes,
+        room: Reservation,
+    ) -> Result<Self::Response, StoreError> {
+        export_traces(&writer, request, Some(raw), room).await
     }
 }
 
-#[tonic::async_trait]
-impl LogsService for Receiver {
-    async fn export(
-        &self,
-        request: Request<ExportLogsServiceRequest>,
-    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        let req = request.into_inner();
-        let room = self.writer.reserve(req.encoded_len()).map_err(status_of)?;
-        export_logs(&self.writer, req, room)
-            .await
-            .map(Response::new)
-            .map_err(status_of)
+impl Export for Logs {
+    type Request = ExportLogsServiceRequest;
+    type Response = ExportLogsServiceResponse;
+    const SERVICE: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
+    const PATH: &'static str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+    async fn store(
+        writer: Writer,
+        request: Self::Request,
+        raw: Bytes,
+        room: Reservation,
+    ) -> Result<Self::Response, StoreError> {
+        export_logs(&writer, request, Some(raw), room).await
+    }
+}
+
+/// A decoded request and the (decompressed) bytes it was decoded from.
+struct Received<T> {
+    raw: Bytes,
+    request: T,
+}
+
+/// prost's gRPC codec, except that decoding keeps the message's bytes (`model::wire`) and a malformed
+/// message is INVALID_ARGUMENT, as OTLP asks, where tonic's codec says INTERNAL.
+struct Codec<K>(PhantomData<K>);
+
+struct Decoder<K>(PhantomData<K>);
+
+struct Encoder<K>(PhantomData<K>);
+
+impl<K: Export> tonic::codec::Encoder for Encoder<K> {
+    type Item = K::Response;
+    type Error = Status;
+
+    fn encode(&mut self, item: K::Response, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        item.encode(dst)
+            .map_err(|e| Status::internal(format!("could not encode the answer: {e}")))
+    }
+}
+
+impl<K: Export> tonic::codec::Codec for Codec<K> {
+    type Encode = K::Response;
+    type Decode = Received<K::Request>;
+    type Encoder = Encoder<K>;
+    type Decoder = Decoder<K>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        Encoder(PhantomData)
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        Decoder(PhantomData)
+    }
+}
+
+impl<K: Export> tonic::codec::Decoder for Decoder<K> {
+    type Item = Received<K::Request>;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
+        // Shares tonic's buffer instead of copying it.
+        let raw = src.copy_to_bytes(src.remaining());
+        let request = K::Request::decode(raw.clone()).map_err(|e| {
+            Status::invalid_argument(format!("invalid protobuf {} request: {e}", K::SERVICE))
+        })?;
+        Ok(Some(Received { raw, request }))
+    }
+}
+
+/// `K`'s gRPC service, served as the generated server would but with `Codec`.
+struct Server<K> {
+    writer: Writer,
+    max_message_bytes: usize,
+    kind: PhantomData<K>,
+}
+
+impl<K> Server<K> {
+    fn new(writer: Writer, max_message_bytes: usize) -> Self {
+        Server {
+            writer,
+            max_message_bytes,
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<K> Clone for Server<K> {
+    fn clone(&self) -> Self {
+        Server::new(self.writer.clone(), self.max_message_bytes)
+    }
+}
+
+impl<K: Export> tonic::server::NamedService for Server<K> {
+    const NAME: &'static str = K::SERVICE;
+}
+
+/// The call itself, once tonic has decoded the request.
+struct Method<K> {
+    writer: Writer,
+    kind: PhantomData<K>,
+}
+
+impl<K: Export> tonic::server::UnaryService<Received<K::Request>> for Method<K> {
+    type Response = K::Response;
+    type Future = BoxFuture<Response<K::Response>, Status>;
+
+    fn call(&mut self, request: Request<Received<K::Request>>) -> Self::Future {
+        let writer = self.writer.clone();
+        Box::pin(async move {
+            let Received { raw, request } = request.into_inner();
+            let room = writer.reserve(raw.len()).map_err(status_of)?;
+            K::store(writer, request, raw, room)
+                .await
+                .map(Response::new)
+                .map_err(status_of)
+        })
+    }
+}
+
+impl<K: Export, B> Service<http::Request<B>> for Server<K>
+where
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if req.uri().path() != K::PATH {
+            return Box::pin(async { Ok(Status::unimplemented("no such method").into_http()) });
+        }
+        let method = Method::<K> {
+            writer: self.writer.clone(),
+            kind: PhantomData,
+        };
+        // tonic caps the inflated size of a gzip message at the same limit, so a bomb is refused early.
+        let mut grpc = tonic::server::Grpc::new(Codec::<K>(PhantomData))
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip)
+            .max_decoding_message_size(self.max_message_bytes);
+        Box::pin(async move { Ok(grpc.unary(method, req).await) })
     }
 }
 
@@ -83,16 +227,8 @@ pub async fn serve(
     preface_timeout: Duration,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let receiver = Receiver { writer };
-    // tonic caps the inflated size of a gzip message at the same limit, so a bomb is refused early.
-    let traces = TraceServiceServer::new(receiver.clone())
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(max_message_bytes);
-    let logs = LogsServiceServer::new(receiver)
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(max_message_bytes);
+    let traces = Server::<Traces>::new(writer.clone(), max_message_bytes);
+    let logs = Server::<Logs>::new(writer, max_message_bytes);
     let auth = GrpcAuth(tokens);
     let mut builder = tonic::transport::Server::builder();
     if let Some(identity) = tls {

@@ -9,6 +9,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
+use bytes::Bytes;
 use futures_util::StreamExt;
 use prost::Message;
 use serde::{de::DeserializeOwned, Serialize};
@@ -278,7 +279,7 @@ async fn handle<Req, Resp, F, Fut>(
 where
     Req: Message + Default + DeserializeOwned,
     Resp: Message + Serialize,
-    F: FnOnce(Writer, Req, Reservation) -> Fut,
+    F: FnOnce(Writer, Req, Option<Bytes>, Reservation) -> Fut,
     Fut: std::future::Future<Output = Result<Resp, StoreError>>,
 {
     let format = match format_of(&headers) {
@@ -288,8 +289,8 @@ where
     let result = async {
         let (bytes, room) = read_body(&headers, body, s.max_bytes, &s.writer).await?;
         let req: Req = decode(format, &bytes, what)?;
-        drop(bytes);
-        export(s.writer.clone(), req, room)
+        let raw = (format == Format::Protobuf).then(|| Bytes::from(bytes));
+        export(s.writer.clone(), req, raw, room)
             .await
             .map_err(store_refusal)
     }
@@ -329,7 +330,7 @@ async fn traces(State(s): State<HttpState>, headers: HeaderMap, body: Body) -> R
         headers,
         body,
         "ExportTraceServiceRequest",
-        |w, req, room| async move { export_traces(&w, req, room).await },
+        |w, req, raw, room| async move { export_traces(&w, req, raw, room).await },
     )
     .await
 }
@@ -340,7 +341,7 @@ async fn logs(State(s): State<HttpState>, headers: HeaderMap, body: Body) -> Res
         headers,
         body,
         "ExportLogsServiceRequest",
-        |w, req, room| async move { export_logs(&w, req, room).await },
+        |w, req, raw, room| async move { export_logs(&w, req, raw, room).await },
     )
     .await
 }

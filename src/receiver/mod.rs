@@ -3,11 +3,13 @@
 pub mod grpc;
 pub mod http;
 
+use crate::model::wire::Wire;
 use crate::model::{
-    ids, Batch, ExportLogsServiceRequest, ExportLogsServiceResponse, ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
+    ids, log_count, span_count, Batch, ExportLogsServiceRequest, ExportLogsServiceResponse,
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use crate::store::{Reservation, StoreError, Writer};
+use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::{
     logs::v1::ExportLogsPartialSuccess, trace::v1::ExportTracePartialSuccess,
 };
@@ -15,63 +17,75 @@ use opentelemetry_proto::tonic::collector::{
 /// How long a client told to back off should wait, in seconds.
 pub const RETRY_AFTER_SECS: u64 = 1;
 
-/// Drops spans whose ids are invalid, saying how many and why.
-pub fn check_traces(req: &mut ExportTraceServiceRequest) -> (i64, String) {
-    let mut rejected = 0i64;
+/// What a receiver dropped from a request: how many items, why, and where they stood among all the
+/// request's items (in order), so the received bytes of the others can still be found (`model::wire`).
+#[derive(Debug, Default)]
+pub struct Rejected {
+    pub count: i64,
+    pub message: String,
+    pub positions: Vec<usize>,
+}
+
+/// Drops the items for which `invalid` gives a reason, keeping the first reason.
+fn reject<'a, T: 'a>(
+    scopes: impl Iterator<Item = &'a mut Vec<T>>,
+    what: &str,
+    mut invalid: impl FnMut(&T) -> Option<String>,
+) -> Rejected {
+    let mut out = Rejected::default();
     let mut first_reason = None;
-    for rs in &mut req.resource_spans {
-        for ss in &mut rs.scope_spans {
-            ss.spans.retain(|span| {
-                let verdict = ids::check_id(&span.trace_id, 16, "trace_id")
-                    .and_then(|_| ids::check_id(&span.span_id, 8, "span_id"))
-                    .and_then(|_| {
-                        if span.parent_span_id.is_empty() {
-                            Ok(())
-                        } else {
-                            ids::check_id(&span.parent_span_id, 8, "parent_span_id")
-                        }
-                    });
-                match verdict {
-                    Ok(()) => true,
-                    Err(reason) => {
-                        rejected += 1;
-                        first_reason
-                            .get_or_insert_with(|| format!("span {:?}: {reason}", span.name));
-                        false
-                    }
-                }
-            });
-        }
+    let mut position = 0;
+    for items in scopes {
+        items.retain(|item| {
+            let reason = invalid(item);
+            if let Some(reason) = &reason {
+                out.positions.push(position);
+                first_reason.get_or_insert_with(|| reason.clone());
+            }
+            position += 1;
+            reason.is_none()
+        });
     }
-    (rejected, summary(rejected, "span", first_reason))
+    out.count = out.positions.len() as i64;
+    out.message = summary(out.count, what, first_reason);
+    out
+}
+
+/// Drops spans whose ids are invalid, saying how many and why.
+pub fn check_traces(req: &mut ExportTraceServiceRequest) -> Rejected {
+    let scopes = (req.resource_spans.iter_mut())
+        .flat_map(|rs| &mut rs.scope_spans)
+        .map(|ss| &mut ss.spans);
+    reject(scopes, "span", |span| {
+        ids::check_id(&span.trace_id, 16, "trace_id")
+            .and_then(|_| ids::check_id(&span.span_id, 8, "span_id"))
+            .and_then(|_| {
+                if span.parent_span_id.is_empty() {
+                    Ok(())
+                } else {
+                    ids::check_id(&span.parent_span_id, 8, "parent_span_id")
+                }
+            })
+            .err()
+            .map(|reason| format!("span {:?}: {reason}", span.name))
+    })
 }
 
 /// Drops log records whose (optional) trace or span id is malformed.
-pub fn check_logs(req: &mut ExportLogsServiceRequest) -> (i64, String) {
-    let mut rejected = 0i64;
-    let mut first_reason = None;
-    for rl in &mut req.resource_logs {
-        for sl in &mut rl.scope_logs {
-            sl.log_records.retain(|log| {
-                let mut verdict = Ok(());
-                if !log.trace_id.is_empty() {
-                    verdict = ids::check_id(&log.trace_id, 16, "trace_id");
-                }
-                if verdict.is_ok() && !log.span_id.is_empty() {
-                    verdict = ids::check_id(&log.span_id, 8, "span_id");
-                }
-                match verdict {
-                    Ok(()) => true,
-                    Err(reason) => {
-                        rejected += 1;
-                        first_reason.get_or_insert(format!("log record: {reason}"));
-                        false
-                    }
-                }
-            });
+pub fn check_logs(req: &mut ExportLogsServiceRequest) -> Rejected {
+    let scopes = (req.resource_logs.iter_mut())
+        .flat_map(|rl| &mut rl.scope_logs)
+        .map(|sl| &mut sl.log_records);
+    reject(scopes, "log record", |log| {
+        let mut verdict = Ok(());
+        if !log.trace_id.is_empty() {
+            verdict = ids::check_id(&log.trace_id, 16, "trace_id");
         }
-    }
-    (rejected, summary(rejected, "log record", first_reason))
+        if verdict.is_ok() && !log.span_id.is_empty() {
+            verdict = ids::check_id(&log.span_id, 8, "span_id");
+        }
+        verdict.err().map(|reason| format!("log record: {reason}"))
+    })
 }
 
 fn count_invalid(writer: &Writer, metric: &'static str, rejected: i64) {
@@ -90,46 +104,61 @@ fn summary(rejected: i64, what: &str, first: Option<String>) -> String {
     }
 }
 
+/// The received bytes of a protobuf request's items, if they can be found (see `model::wire`).
+fn wire_of(raw: Option<Bytes>, decoded: usize, rejected: &Rejected) -> Option<Wire> {
+    let mut wire = Wire::of(raw?, decoded)?;
+    wire.remove(&rejected.positions);
+    Some(wire)
+}
+
+/// Stores a decoded trace request; `raw`: the protobuf bytes it was decoded from, if it came as that.
 pub async fn export_traces(
     writer: &Writer,
     mut req: ExportTraceServiceRequest,
+    raw: Option<Bytes>,
     room: Reservation,
 ) -> Result<ExportTraceServiceResponse, StoreError> {
-    let (rejected, message) = check_traces(&mut req);
-    count_invalid(writer, "aotel_rejected_spans_total", rejected);
+    let decoded = span_count(&req.resource_spans);
+    let rejected = check_traces(&mut req);
+    count_invalid(writer, "aotel_rejected_spans_total", rejected.count);
     let batch = Batch {
         spans: req.resource_spans,
         logs: Vec::new(),
+        wire: wire_of(raw, decoded, &rejected),
     };
     if batch.span_count() > 0 {
         writer.write_reserved(batch, room).await?;
     }
     Ok(ExportTraceServiceResponse {
-        partial_success: (rejected > 0).then_some(ExportTracePartialSuccess {
-            rejected_spans: rejected,
-            error_message: message,
+        partial_success: (rejected.count > 0).then_some(ExportTracePartialSuccess {
+            rejected_spans: rejected.count,
+            error_message: rejected.message,
         }),
     })
 }
 
+/// Stores a decoded logs request; `raw` as for `export_traces`.
 pub async fn export_logs(
     writer: &Writer,
     mut req: ExportLogsServiceRequest,
+    raw: Option<Bytes>,
     room: Reservation,
 ) -> Result<ExportLogsServiceResponse, StoreError> {
-    let (rejected, message) = check_logs(&mut req);
-    count_invalid(writer, "aotel_rejected_log_records_total", rejected);
+    let decoded = log_count(&req.resource_logs);
+    let rejected = check_logs(&mut req);
+    count_invalid(writer, "aotel_rejected_log_records_total", rejected.count);
     let batch = Batch {
         spans: Vec::new(),
         logs: req.resource_logs,
+        wire: wire_of(raw, decoded, &rejected),
     };
     if batch.log_count() > 0 {
         writer.write_reserved(batch, room).await?;
     }
     Ok(ExportLogsServiceResponse {
-        partial_success: (rejected > 0).then_some(ExportLogsPartialSuccess {
-            rejected_log_records: rejected,
-            error_message: message,
+        partial_success: (rejected.count > 0).then_some(ExportLogsPartialSuccess {
+            rejected_log_records: rejected.count,
+            error_message: rejected.message,
         }),
     })
 }

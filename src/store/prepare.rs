@@ -4,7 +4,9 @@
 use super::{LogSummary, SpanSummary};
 use crate::model::attrs::truncate;
 use crate::model::facts::{self, LogFacts, SpanFacts};
+use crate::model::wire::Wire;
 use crate::model::{ids, Batch, InstrumentationScope, Resource};
+use bytes::Bytes;
 use prost::Message;
 use sha2::{Digest, Sha256};
 use std::cell::Cell;
@@ -41,7 +43,8 @@ pub(super) struct PreparedSpan {
     pub end_ns: u64,
     pub status: i32,
     pub facts: SpanFacts,
-    pub body: Vec<u8>,
+    /// The encoded span: as received when it came as protobuf and was not truncated.
+    pub body: Bytes,
     /// Attribute index hashes (store::index).
     pub attr_hashes: Vec<i64>,
     /// Built only while the live view wants spans; the writer takes it at commit and fills in `seq`.
@@ -55,7 +58,8 @@ pub(super) struct PreparedLog {
     pub time_ns: u64,
     pub severity: i32,
     pub facts: LogFacts,
-    pub body: Vec<u8>,
+    /// As for spans.
+    pub body: Bytes,
     pub summary: Cell<Option<LogSummary>>,
 }
 
@@ -109,6 +113,11 @@ fn resource_of(resource: &Resource, schema_url: String) -> PreparedResource {
 /// someone listens to commits; `spans`: they want span summaries too.
 pub(super) fn prepare(batch: Batch, max_attr: usize, live: bool, spans: bool) -> Prepared {
     let mut out = Prepared::default();
+    let (span_count, log_count) = (batch.span_count(), batch.log_count());
+    // A batch of one signal may carry the received bytes of its items, in the order met below.
+    let wire = (batch.wire)
+        .filter(|w| w.len() == span_count + log_count && (span_count == 0 || log_count == 0));
+    let mut position = 0;
     for rs in batch.spans {
         let resource = rs.resource.unwrap_or_default();
         let mut pr = resource_of(&resource, rs.schema_url);
@@ -116,18 +125,19 @@ pub(super) fn prepare(batch: Batch, max_attr: usize, live: bool, spans: bool) ->
         for ss in rs.scope_spans {
             let mut ps = scope_of(ss.scope, ss.schema_url);
             for mut span in ss.spans {
+                position += 1;
                 if ids::check_id(&span.trace_id, 16, "trace_id").is_err()
                     || ids::check_id(&span.span_id, 8, "span_id").is_err()
                 {
                     continue;
                 }
-                truncate(&mut span.attributes, max_attr);
+                let mut cut = truncate(&mut span.attributes, max_attr);
                 for event in &mut span.events {
-                    truncate(&mut event.attributes, max_attr);
+                    cut |= truncate(&mut event.attributes, max_attr);
                 }
                 let facts = facts::span_facts(&span, &resource.attributes, &pr.service);
                 let summary = (live && spans).then(|| SpanSummary::new(0, &span, &facts));
-                let body = span.encode_to_vec();
+                let body = body_of(&span, wire.as_ref(), position - 1, cut);
                 let attr_hashes = super::index::span_hashes(&span.attributes, service_h).collect();
                 ps.spans.push(PreparedSpan {
                     parent_span_id: (!span.parent_span_id.is_empty())
@@ -150,16 +160,18 @@ pub(super) fn prepare(batch: Batch, max_attr: usize, live: bool, spans: bool) ->
         }
         out.resources.push(pr);
     }
+    position = 0;
     for rl in batch.logs {
         let resource = rl.resource.unwrap_or_default();
         let mut pr = resource_of(&resource, rl.schema_url);
         for sl in rl.scope_logs {
             let mut ps = scope_of(sl.scope, sl.schema_url);
             for mut log in sl.log_records {
-                truncate(&mut log.attributes, max_attr);
+                position += 1;
+                let cut = truncate(&mut log.attributes, max_attr);
                 let facts = facts::log_facts(&log, &resource.attributes);
                 let summary = live.then(|| LogSummary::new(0, &log, &facts, &pr.service));
-                let body = log.encode_to_vec();
+                let body = body_of(&log, wire.as_ref(), position - 1, cut);
                 ps.logs.push(PreparedLog {
                     // Log records have no id: identical content from the same resource and scope is a retry.
                     hash: hash16(&[&pr.meta.hash, &ps.meta.hash, &body]),
@@ -182,4 +194,13 @@ pub(super) fn prepare(batch: Batch, max_attr: usize, live: bool, spans: bool) ->
         out.resources.push(pr);
     }
     out
+}
+
+/// An item's stored encoding: the bytes it arrived as, unless it came decoded from elsewhere (JSON, an
+/// importer) or truncation changed it.
+fn body_of<M: Message>(item: &M, wire: Option<&Wire>, position: usize, changed: bool) -> Bytes {
+    match wire.filter(|_| !changed).and_then(|w| w.item(position)) {
+        Some(raw) => raw,
+        None => Bytes::from(item.encode_to_vec()),
+    }
 }

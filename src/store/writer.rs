@@ -967,7 +967,7 @@ fn previous_copy(
     resource_id: i64,
     scope_id: i64,
 ) -> rusqlite::Result<Option<OldCopy>> {
-    let body = span.body.as_slice();
+    let body = &span.body[..];
     tx.prepare_cached(
         "SELECT body, resource_id, scope_id, session, service, operation, tool, agent, model, flags, status,
             parent_span_id IS NULL, end_ns, input_tokens, output_tokens, cache_read_tokens,
@@ -1072,7 +1072,7 @@ fn store_log(
             service,
             resource_id,
             scope_id,
-            log.body,
+            &log.body[..],
         ])?;
     if inserted == 0 {
         return Ok(false);
