@@ -45,6 +45,49 @@ pub fn bool_of(v: &Value) -> Option<bool> {
     }
 }
 
+/// Attributes and a summary of their keys' lengths, for code that asks for many keys (facts asks for
+/// ~35 of every span): a key whose length no attribute has is answered without a scan. Asking every
+/// key of every attribute was a tenth of the receiving threads' work.
+#[derive(Clone, Copy)]
+pub struct Lookup<'a> {
+    attrs: &'a [KeyValue],
+    lengths: u64,
+}
+
+fn length_bit(len: usize) -> u64 {
+    1 << (len % 64)
+}
+
+impl<'a> Lookup<'a> {
+    pub fn new(attrs: &'a [KeyValue]) -> Self {
+        let lengths = (attrs.iter()).fold(0, |m, kv| m | length_bit(kv.key.len()));
+        Lookup { attrs, lengths }
+    }
+
+    /// As `get`.
+    pub fn get(&self, key: &str) -> Option<&'a Value> {
+        if self.lengths & length_bit(key.len()) == 0 {
+            return None;
+        }
+        get(self.attrs, key)
+    }
+
+    /// As `first_str`.
+    pub fn first_str(&self, keys: &[&str]) -> Option<&'a str> {
+        keys.iter().find_map(|k| self.get(k).and_then(str_of))
+    }
+
+    /// As `first_i64`.
+    pub fn first_i64(&self, keys: &[&str]) -> Option<i64> {
+        keys.iter().find_map(|k| self.get(k).and_then(i64_of))
+    }
+
+    /// As `first_f64`.
+    pub fn first_f64(&self, keys: &[&str]) -> Option<f64> {
+        keys.iter().find_map(|k| self.get(k).and_then(f64_of))
+    }
+}
+
 /// The first of `keys` present as a non-empty string.
 pub fn first_str<'a>(attrs: &'a [KeyValue], keys: &[&str]) -> Option<&'a str> {
     keys.iter().find_map(|k| get(attrs, k).and_then(str_of))
@@ -149,6 +192,28 @@ pub fn truncate(attrs: &mut Vec<KeyValue>, max: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lookup_answers_like_a_scan() {
+        let long = "k".repeat(65);
+        let attrs = vec![
+            kv_str("a", "first"),
+            kv_i64("tokens", 7),
+            kv_str("a", "second"),
+            kv_str(&long, "long"),
+            kv_str("empty", ""),
+        ];
+        let l = Lookup::new(&attrs);
+        // "k" and "x"*65 have the length of the long key, modulo 64, and are not there.
+        for key in ["a", "tokens", "b", "empty", &long, "k", &"x".repeat(65), ""] {
+            assert_eq!(l.get(key), get(&attrs, key), "{key:?}");
+            assert_eq!(l.first_str(&[key]), first_str(&attrs, &[key]), "{key:?}");
+            assert_eq!(l.first_i64(&[key]), first_i64(&attrs, &[key]), "{key:?}");
+        }
+        assert_eq!(l.first_str(&["missing", "empty", "a"]), Some("first"));
+        assert_eq!(l.first_f64(&["tokens"]), Some(7.0));
+        assert_eq!(Lookup::new(&[]).get("a"), None);
+    }
 
     #[test]
     fn truncation_is_recorded() {

@@ -1,7 +1,7 @@
 //! What a span or log record says about an agent session, whichever convention produced it: OTel GenAI,
 //! OpenInference, Claude Code's native telemetry, or aotel's own importers.
 
-use super::attrs::{first_f64, first_i64, first_str};
+use super::attrs::{first_str, Lookup};
 use super::{ids, status, KeyValue, LogRecord, Span};
 
 pub const OP_AGENT: &str = "invoke_agent";
@@ -58,13 +58,13 @@ pub struct Usage {
 }
 
 impl Usage {
-    fn read(attrs: &[KeyValue]) -> Usage {
+    fn read(attrs: Lookup) -> Usage {
         Usage {
-            input_tokens: first_i64(attrs, INPUT_KEYS).unwrap_or(0),
-            output_tokens: first_i64(attrs, OUTPUT_KEYS).unwrap_or(0),
-            cache_read_tokens: first_i64(attrs, CACHE_READ_KEYS).unwrap_or(0),
-            cache_creation_tokens: first_i64(attrs, CACHE_CREATION_KEYS).unwrap_or(0),
-            cost_usd: first_f64(attrs, COST_KEYS).unwrap_or(0.0),
+            input_tokens: attrs.first_i64(INPUT_KEYS).unwrap_or(0),
+            output_tokens: attrs.first_i64(OUTPUT_KEYS).unwrap_or(0),
+            cache_read_tokens: attrs.first_i64(CACHE_READ_KEYS).unwrap_or(0),
+            cache_creation_tokens: attrs.first_i64(CACHE_CREATION_KEYS).unwrap_or(0),
+            cost_usd: attrs.first_f64(COST_KEYS).unwrap_or(0.0),
         }
     }
 
@@ -129,8 +129,9 @@ pub fn service_name(resource_attrs: &[KeyValue]) -> String {
 
 /// The session a span belongs to: `gen_ai.conversation.id`, else `session.id` (span, then resource),
 /// else the trace id.
-pub fn session_key(attrs: &[KeyValue], resource_attrs: &[KeyValue], trace_id: &[u8]) -> String {
-    first_str(attrs, SESSION_KEYS)
+pub fn session_key(attrs: Lookup, resource_attrs: &[KeyValue], trace_id: &[u8]) -> String {
+    attrs
+        .first_str(SESSION_KEYS)
         .or_else(|| first_str(resource_attrs, SESSION_KEYS))
         .map(str::to_string)
         .unwrap_or_else(|| ids::to_hex(trace_id))
@@ -141,16 +142,20 @@ pub fn known_operation(op: &str) -> Option<&'static str> {
     [OP_AGENT, OP_TOOL, OP_CHAT].into_iter().find(|o| *o == op)
 }
 
-fn operation(span: &Span) -> Option<&'static str> {
-    let attrs = &span.attributes;
-    let op = first_str(attrs, &["gen_ai.operation.name"]).map(|s| s.to_ascii_lowercase());
+fn operation(span: &Span, attrs: Lookup) -> Option<&'static str> {
+    let op = attrs
+        .first_str(&["gen_ai.operation.name"])
+        .map(|s| s.to_ascii_lowercase());
     match op.as_deref() {
         Some("invoke_agent" | "create_agent") => return Some(OP_AGENT),
         Some("execute_tool") => return Some(OP_TOOL),
         Some("chat" | "text_completion" | "generate_content") => return Some(OP_CHAT),
         _ => {}
     }
-    match first_str(attrs, &["openinference.span.kind"]).map(|s| s.to_ascii_uppercase()) {
+    match attrs
+        .first_str(&["openinference.span.kind"])
+        .map(|s| s.to_ascii_uppercase())
+    {
         Some(k) if k == "AGENT" => return Some(OP_AGENT),
         Some(k) if k == "TOOL" => return Some(OP_TOOL),
         Some(k) if k == "LLM" => return Some(OP_CHAT),
@@ -165,9 +170,9 @@ fn operation(span: &Span) -> Option<&'static str> {
 }
 
 pub fn span_facts(span: &Span, resource_attrs: &[KeyValue], service: &str) -> SpanFacts {
-    let attrs = &span.attributes;
-    let operation = operation(span);
-    let tool = first_str(attrs, TOOL_KEYS).map(str::to_string).or_else(|| {
+    let attrs = Lookup::new(&span.attributes);
+    let operation = operation(span, attrs);
+    let tool = attrs.first_str(TOOL_KEYS).map(str::to_string).or_else(|| {
         // `execute_tool {name}` carries the name in the span name when the attribute is missing.
         (operation == Some(OP_TOOL))
             .then(|| span.name.strip_prefix("execute_tool "))
@@ -175,8 +180,7 @@ pub fn span_facts(span: &Span, resource_attrs: &[KeyValue], service: &str) -> Sp
             .map(str::to_string)
     });
     // Claude Code reports a tool's outcome as `success` (a bool, or "true"/"false" text).
-    let failed_by_flag = super::attrs::get(attrs, "success").and_then(super::attrs::bool_of)
-        == Some(false)
+    let failed_by_flag = attrs.get("success").and_then(super::attrs::bool_of) == Some(false)
         && span.name.starts_with("claude_code.tool");
     let is_error = span.status.as_ref().map(|s| s.code) == Some(status::StatusCode::Error as i32)
         || failed_by_flag;
@@ -189,17 +193,17 @@ pub fn span_facts(span: &Span, resource_attrs: &[KeyValue], service: &str) -> Sp
         } else {
             None
         },
-        agent: first_str(attrs, AGENT_KEYS)
+        agent: attrs
+            .first_str(AGENT_KEYS)
             .or_else(|| first_str(resource_attrs, AGENT_KEYS))
             .map(str::to_string),
-        model: first_str(attrs, MODEL_KEYS).map(str::to_string),
-        title: first_str(attrs, TITLE_KEYS).map(str::to_string),
+        model: attrs.first_str(MODEL_KEYS).map(str::to_string),
+        title: attrs.first_str(TITLE_KEYS).map(str::to_string),
         usage: Usage::read(attrs),
         is_error,
         is_root: span.parent_span_id.is_empty(),
-        in_progress: first_str(attrs, &["ao.in_progress"]) == Some("true")
-            || super::attrs::get(attrs, "ao.in_progress").and_then(super::attrs::bool_of)
-                == Some(true),
+        in_progress: attrs.first_str(&["ao.in_progress"]) == Some("true")
+            || attrs.get("ao.in_progress").and_then(super::attrs::bool_of) == Some(true),
         tool_execution_error: is_error && span.name == CLAUDE_CODE_TOOL_EXECUTION,
     }
 }
@@ -220,8 +224,9 @@ pub struct LogFacts {
 }
 
 pub fn log_facts(log: &LogRecord, resource_attrs: &[KeyValue]) -> LogFacts {
-    let attrs = &log.attributes;
-    let session = first_str(attrs, SESSION_KEYS)
+    let attrs = Lookup::new(&log.attributes);
+    let session = attrs
+        .first_str(SESSION_KEYS)
         .or_else(|| first_str(resource_attrs, SESSION_KEYS))
         .map(str::to_string)
         .or_else(|| (!log.trace_id.is_empty()).then(|| ids::to_hex(&log.trace_id)));
@@ -237,14 +242,14 @@ pub fn log_facts(log: &LogRecord, resource_attrs: &[KeyValue]) -> LogFacts {
     };
     let event_name = (!log.event_name.is_empty())
         .then(|| log.event_name.clone())
-        .or_else(|| first_str(attrs, &["event.name"]).map(str::to_string))
+        .or_else(|| attrs.first_str(&["event.name"]).map(str::to_string))
         .or(body_name);
     let short = event_name
         .as_deref()
         .map(|n| n.strip_prefix("claude_code.").unwrap_or(n));
     let tool_call = short == Some("tool_result");
-    let tool_error = tool_call
-        && super::attrs::get(attrs, "success").and_then(super::attrs::bool_of) == Some(false);
+    let tool_error =
+        tool_call && attrs.get("success").and_then(super::attrs::bool_of) == Some(false);
     let usage = if short == Some("api_request") {
         Usage::read(attrs)
     } else {
@@ -256,13 +261,13 @@ pub fn log_facts(log: &LogRecord, resource_attrs: &[KeyValue]) -> LogFacts {
         tool_call,
         tool_error,
         tool: tool_call
-            .then(|| first_str(attrs, TOOL_KEYS).map(str::to_string))
+            .then(|| attrs.first_str(TOOL_KEYS).map(str::to_string))
             .flatten(),
         tool_duration_s: tool_call
-            .then(|| first_f64(attrs, &["duration_ms"]).map(|ms| ms / 1000.0))
+            .then(|| attrs.first_f64(&["duration_ms"]).map(|ms| ms / 1000.0))
             .flatten(),
         usage,
-        model: first_str(attrs, MODEL_KEYS).map(str::to_string),
+        model: attrs.first_str(MODEL_KEYS).map(str::to_string),
     }
 }
 
