@@ -850,7 +850,8 @@ impl<'s, 'a> SpanInsert<'s, 'a> {
         })
     }
 
-    fn execute(&mut self, row: &[ToSqlOutput<'a>; 24]) -> rusqlite::Result<usize> {
+    /// Runs the INSERT with `row`, which it keeps (`last`) to compare the next row with.
+    fn execute(&mut self, row: [ToSqlOutput<'a>; 24]) -> rusqlite::Result<usize> {
         // Forgotten until the run succeeded: after any failure the next run binds everything.
         let last = self.bound.take();
         for (i, value) in row.iter().enumerate() {
@@ -859,8 +860,13 @@ impl<'s, 'a> SpanInsert<'s, 'a> {
             }
         }
         let changed = self.stmt.raw_execute()?;
-        self.bound = Some(row.clone());
+        self.bound = Some(row);
         Ok(changed)
+    }
+
+    /// The row the last successful run inserted (or found already there).
+    fn last(&self) -> Option<&[ToSqlOutput<'a>; 24]> {
+        self.bound.as_ref()
     }
 }
 
@@ -876,8 +882,7 @@ fn store_span<'a>(
 ) -> Result<bool, StoreError> {
     let f = &span.facts;
     let seq = *next_seq;
-    let row = span_row(span, seq, resource_id, scope_id);
-    let inserted = insert.execute(&row)?;
+    let inserted = insert.execute(span_row(span, seq, resource_id, scope_id))?;
     let mut replaced: Option<SpanFacts> = None;
     if inserted == 0 {
         let Some(old) = previous_copy(tx, span, resource_id, scope_id)? else {
@@ -901,7 +906,7 @@ fn store_span<'a>(
                 scope_id = ?23, body = ?24
              WHERE trace_id = ?2 AND span_id = ?3",
         )?
-        .execute(rusqlite::params_from_iter(row.iter()))?;
+        .execute(rusqlite::params_from_iter(insert.last().into_iter().flatten()))?;
         session_mut(tx, pending, &old.facts.session, &old.facts.service)?
             .counters
             .apply_span(&old.facts, old.end_ns, -1);
