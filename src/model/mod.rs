@@ -23,8 +23,8 @@ pub use opentelemetry_proto::tonic::{
 pub struct Batch {
     pub spans: Vec<ResourceSpans>,
     pub logs: Vec<ResourceLogs>,
-    /// The received protobuf bytes of the items, when the batch is one OTLP request that came as
-    /// protobuf (items of the other signal, if any, are encoded as usual).
+    /// The received bytes of the items, when the batch is one OTLP request that came as protobuf;
+    /// the store uses them only for a batch of one signal whose item count they match.
     pub wire: Option<wire::Wire>,
 }
 
