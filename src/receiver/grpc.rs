@@ -128,8 +128,9 @@ impl<K: Export> tonic::codec::Decoder for Decoder<K> {
     type Error = Status;
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
-        // Shares tonic's buffer instead of copying it.
-        let raw = src.copy_to_bytes(src.remaining());
+        // A copy (one memcpy per request): sharing tonic's read buffer would pin all of its
+        // allocation until the commit, more than the request's size that the queue budget counts.
+        let raw = Bytes::copy_from_slice(&src.copy_to_bytes(src.remaining()));
         let request = K::Request::decode(raw.clone()).map_err(|e| {
             Status::invalid_argument(format!("invalid protobuf {} request: {e}", K::SERVICE))
         })?;
