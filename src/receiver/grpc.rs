@@ -1,12 +1,8 @@
 //! OTLP/gRPC: `TraceService/Export` and `LogsService/Export`, gzip, bounded message size.
 
-use super::{export_logs, export_traces};
+use super::{export, Logs, Signal, Traces};
 use crate::auth::{GrpcAuth, Tokens};
-use crate::model::{
-    ExportLogsServiceRequest, ExportLogsServiceResponse, ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-};
-use crate::store::{Reservation, StoreError, Writer};
+use crate::store::{StoreError, Writer};
 use bytes::{Buf, Bytes};
 use futures_util::TryStreamExt;
 use prost::Message;
@@ -37,53 +33,6 @@ fn status_of(err: StoreError) -> Status {
     }
 }
 
-/// One OTLP `Export` method: what it decodes, what it answers, how it stores.
-trait Export: Send + Sync + 'static {
-    type Request: Message + Default + Send + 'static;
-    type Response: Message + Send + 'static;
-    const SERVICE: &'static str;
-    const PATH: &'static str;
-    fn store(
-        writer: Writer,
-        request: Self::Request,
-        raw: Bytes,
-        room: Reservation,
-    ) -> impl Future<Output = Result<Self::Response, StoreError>> + Send;
-}
-
-struct Traces;
-struct Logs;
-
-impl Export for Traces {
-    type Request = ExportTraceServiceRequest;
-    type Response = ExportTraceServiceResponse;
-    const SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
-    const PATH: &'static str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
-    async fn store(
-        writer: Writer,
-        request: Self::Request,
-        raw: Bytes,
-        room: Reservation,
-    ) -> Result<Self::Response, StoreError> {
-        export_traces(&writer, request, Some(raw), room).await
-    }
-}
-
-impl Export for Logs {
-    type Request = ExportLogsServiceRequest;
-    type Response = ExportLogsServiceResponse;
-    const SERVICE: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
-    const PATH: &'static str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
-    async fn store(
-        writer: Writer,
-        request: Self::Request,
-        raw: Bytes,
-        room: Reservation,
-    ) -> Result<Self::Response, StoreError> {
-        export_logs(&writer, request, Some(raw), room).await
-    }
-}
-
 /// A decoded request and the (decompressed) bytes it was decoded from.
 struct Received<T> {
     raw: Bytes,
@@ -98,7 +47,7 @@ struct Decoder<K>(PhantomData<K>);
 
 struct Encoder<K>(PhantomData<K>);
 
-impl<K: Export> tonic::codec::Encoder for Encoder<K> {
+impl<K: Signal> tonic::codec::Encoder for Encoder<K> {
     type Item = K::Response;
     type Error = Status;
 
@@ -108,7 +57,7 @@ impl<K: Export> tonic::codec::Encoder for Encoder<K> {
     }
 }
 
-impl<K: Export> tonic::codec::Codec for Codec<K> {
+impl<K: Signal> tonic::codec::Codec for Codec<K> {
     type Encode = K::Response;
     type Decode = Received<K::Request>;
     type Encoder = Encoder<K>;
@@ -123,7 +72,7 @@ impl<K: Export> tonic::codec::Codec for Codec<K> {
     }
 }
 
-impl<K: Export> tonic::codec::Decoder for Decoder<K> {
+impl<K: Signal> tonic::codec::Decoder for Decoder<K> {
     type Item = Received<K::Request>;
     type Error = Status;
 
@@ -132,7 +81,7 @@ impl<K: Export> tonic::codec::Decoder for Decoder<K> {
         // allocation until the commit, more than the request's size that the queue budget counts.
         let raw = Bytes::copy_from_slice(&src.copy_to_bytes(src.remaining()));
         let request = K::Request::decode(raw.clone()).map_err(|e| {
-            Status::invalid_argument(format!("invalid protobuf {} request: {e}", K::SERVICE))
+            Status::invalid_argument(format!("invalid protobuf {}: {e}", K::REQUEST))
         })?;
         Ok(Some(Received { raw, request }))
     }
@@ -161,8 +110,8 @@ impl<K> Clone for Server<K> {
     }
 }
 
-impl<K: Export> tonic::server::NamedService for Server<K> {
-    const NAME: &'static str = K::SERVICE;
+impl<K: Signal> tonic::server::NamedService for Server<K> {
+    const NAME: &'static str = K::GRPC_SERVICE;
 }
 
 /// The call itself, once tonic has decoded the request.
@@ -171,7 +120,7 @@ struct Method<K> {
     kind: PhantomData<K>,
 }
 
-impl<K: Export> tonic::server::UnaryService<Received<K::Request>> for Method<K> {
+impl<K: Signal> tonic::server::UnaryService<Received<K::Request>> for Method<K> {
     type Response = K::Response;
     type Future = BoxFuture<Response<K::Response>, Status>;
 
@@ -180,7 +129,7 @@ impl<K: Export> tonic::server::UnaryService<Received<K::Request>> for Method<K> 
         Box::pin(async move {
             let Received { raw, request } = request.into_inner();
             let room = writer.reserve(raw.len()).map_err(status_of)?;
-            K::store(writer, request, raw, room)
+            export::<K>(&writer, request, Some(raw), room)
                 .await
                 .map(Response::new)
                 .map_err(status_of)
@@ -188,7 +137,7 @@ impl<K: Export> tonic::server::UnaryService<Received<K::Request>> for Method<K> 
     }
 }
 
-impl<K: Export, B> Service<http::Request<B>> for Server<K>
+impl<K: Signal, B> Service<http::Request<B>> for Server<K>
 where
     B: Body + Send + 'static,
     B::Error: Into<StdError> + Send + 'static,
@@ -202,7 +151,12 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if req.uri().path() != K::PATH {
+        let path = req.uri().path();
+        if path
+            .strip_prefix('/')
+            .and_then(|p| p.strip_prefix(K::GRPC_SERVICE))
+            != Some("/Export")
+        {
             return Box::pin(async { Ok(Status::unimplemented("no such method").into_http()) });
         }
         let method = Method::<K> {

@@ -1,6 +1,6 @@
 //! OTLP/HTTP: `POST /v1/traces` and `/v1/logs`, protobuf or JSON, optional gzip, answered in kind.
 
-use super::{export_logs, export_traces, RETRY_AFTER_SECS};
+use super::{export, Logs, Signal, Traces, RETRY_AFTER_SECS};
 use crate::metrics::label;
 use crate::store::{Reservation, StoreError, Writer};
 use axum::body::Body;
@@ -102,8 +102,8 @@ fn json_without_nulls<T: Serialize>(msg: &T) -> Vec<u8> {
 
 pub fn router(writer: Writer, max_bytes: usize) -> Router {
     Router::new()
-        .route("/v1/traces", post(traces))
-        .route("/v1/logs", post(logs))
+        .route("/v1/traces", post(handle::<Traces>))
+        .route("/v1/logs", post(handle::<Logs>))
         .with_state(HttpState { writer, max_bytes })
 }
 
@@ -268,29 +268,17 @@ fn store_refusal(err: StoreError) -> Refusal {
     }
 }
 
-/// The shared shape of both endpoints: negotiate, read, decode, store, answer in kind.
-async fn handle<Req, Resp, F, Fut>(
-    s: HttpState,
-    headers: HeaderMap,
-    body: Body,
-    what: &str,
-    export: F,
-) -> Response
-where
-    Req: Message + Default + DeserializeOwned,
-    Resp: Message + Serialize,
-    F: FnOnce(Writer, Req, Option<Bytes>, Reservation) -> Fut,
-    Fut: std::future::Future<Output = Result<Resp, StoreError>>,
-{
+/// Both endpoints: negotiate, read, decode, store, answer in kind.
+async fn handle<S: Signal>(State(s): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
     let format = match format_of(&headers) {
         Ok(f) => f,
         Err(r) => return count(&s.writer, r).into_response(Format::Json),
     };
     let result = async {
         let (bytes, room) = read_body(&headers, body, s.max_bytes, &s.writer).await?;
-        let req: Req = decode(format, &bytes, what)?;
+        let req: S::Request = decode(format, &bytes, S::REQUEST)?;
         let raw = (format == Format::Protobuf).then(|| Bytes::from(bytes));
-        export(s.writer.clone(), req, raw, room)
+        export::<S>(&s.writer, req, raw, room)
             .await
             .map_err(store_refusal)
     }
@@ -322,26 +310,4 @@ fn count(writer: &Writer, r: Refusal) -> Refusal {
         );
     }
     r
-}
-
-async fn traces(State(s): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
-    handle(
-        s,
-        headers,
-        body,
-        "ExportTraceServiceRequest",
-        |w, req, raw, room| async move { export_traces(&w, req, raw, room).await },
-    )
-    .await
-}
-
-async fn logs(State(s): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
-    handle(
-        s,
-        headers,
-        body,
-        "ExportLogsServiceRequest",
-        |w, req, raw, room| async move { export_logs(&w, req, raw, room).await },
-    )
-    .await
 }

@@ -111,54 +111,107 @@ fn wire_of(raw: Option<Bytes>, decoded: usize, rejected: &Rejected) -> Option<Wi
     Some(wire)
 }
 
-/// Stores a decoded trace request; `raw`: the protobuf bytes it was decoded from, if it came as that.
-pub async fn export_traces(
-    writer: &Writer,
-    mut req: ExportTraceServiceRequest,
-    raw: Option<Bytes>,
-    room: Reservation,
-) -> Result<ExportTraceServiceResponse, StoreError> {
-    let decoded = span_count(&req.resource_spans);
-    let rejected = check_traces(&mut req);
-    count_invalid(writer, "aotel_rejected_spans_total", rejected.count);
-    let batch = Batch {
-        spans: req.resource_spans,
-        logs: Vec::new(),
-        wire: wire_of(raw, decoded, &rejected),
-    };
-    if batch.span_count() > 0 {
-        writer.write_reserved(batch, room).await?;
-    }
-    Ok(ExportTraceServiceResponse {
-        partial_success: (rejected.count > 0).then_some(ExportTracePartialSuccess {
-            rejected_spans: rejected.count,
-            error_message: rejected.message,
-        }),
-    })
+/// One OTLP signal as both receivers serve it: its export request and answer, how its items are
+/// checked, and the batch they become.
+pub trait Signal: Send + Sync + 'static {
+    type Request: prost::Message + Default + serde::de::DeserializeOwned + Send + 'static;
+    type Response: prost::Message + serde::Serialize + Send + 'static;
+    /// The request message's name, for error messages.
+    const REQUEST: &'static str;
+    /// The gRPC service whose `Export` method takes it.
+    const GRPC_SERVICE: &'static str;
+    /// Counts the items dropped for invalid ids.
+    const REJECTED_METRIC: &'static str;
+    fn items(req: &Self::Request) -> usize;
+    /// Drops the items with invalid ids.
+    fn check(req: &mut Self::Request) -> Rejected;
+    fn batch(req: Self::Request, wire: Option<Wire>) -> Batch;
+    fn answer(rejected: Rejected) -> Self::Response;
 }
 
-/// Stores a decoded logs request; `raw` as for `export_traces`.
-pub async fn export_logs(
+pub struct Traces;
+pub struct Logs;
+
+impl Signal for Traces {
+    type Request = ExportTraceServiceRequest;
+    type Response = ExportTraceServiceResponse;
+    const REQUEST: &'static str = "ExportTraceServiceRequest";
+    const GRPC_SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+    const REJECTED_METRIC: &'static str = "aotel_rejected_spans_total";
+
+    fn items(req: &Self::Request) -> usize {
+        span_count(&req.resource_spans)
+    }
+
+    fn check(req: &mut Self::Request) -> Rejected {
+        check_traces(req)
+    }
+
+    fn batch(req: Self::Request, wire: Option<Wire>) -> Batch {
+        Batch {
+            spans: req.resource_spans,
+            logs: Vec::new(),
+            wire,
+        }
+    }
+
+    fn answer(rejected: Rejected) -> Self::Response {
+        ExportTraceServiceResponse {
+            partial_success: (rejected.count > 0).then_some(ExportTracePartialSuccess {
+                rejected_spans: rejected.count,
+                error_message: rejected.message,
+            }),
+        }
+    }
+}
+
+impl Signal for Logs {
+    type Request = ExportLogsServiceRequest;
+    type Response = ExportLogsServiceResponse;
+    const REQUEST: &'static str = "ExportLogsServiceRequest";
+    const GRPC_SERVICE: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
+    const REJECTED_METRIC: &'static str = "aotel_rejected_log_records_total";
+
+    fn items(req: &Self::Request) -> usize {
+        log_count(&req.resource_logs)
+    }
+
+    fn check(req: &mut Self::Request) -> Rejected {
+        check_logs(req)
+    }
+
+    fn batch(req: Self::Request, wire: Option<Wire>) -> Batch {
+        Batch {
+            spans: Vec::new(),
+            logs: req.resource_logs,
+            wire,
+        }
+    }
+
+    fn answer(rejected: Rejected) -> Self::Response {
+        ExportLogsServiceResponse {
+            partial_success: (rejected.count > 0).then_some(ExportLogsPartialSuccess {
+                rejected_log_records: rejected.count,
+                error_message: rejected.message,
+            }),
+        }
+    }
+}
+
+/// Stores a decoded request of signal `S`; `raw`: the protobuf bytes it was decoded from, if it came
+/// as that.
+pub async fn export<S: Signal>(
     writer: &Writer,
-    mut req: ExportLogsServiceRequest,
+    mut req: S::Request,
     raw: Option<Bytes>,
     room: Reservation,
-) -> Result<ExportLogsServiceResponse, StoreError> {
-    let decoded = log_count(&req.resource_logs);
-    let rejected = check_logs(&mut req);
-    count_invalid(writer, "aotel_rejected_log_records_total", rejected.count);
-    let batch = Batch {
-        spans: Vec::new(),
-        logs: req.resource_logs,
-        wire: wire_of(raw, decoded, &rejected),
-    };
-    if batch.log_count() > 0 {
+) -> Result<S::Response, StoreError> {
+    let decoded = S::items(&req);
+    let rejected = S::check(&mut req);
+    count_invalid(writer, S::REJECTED_METRIC, rejected.count);
+    let batch = S::batch(req, wire_of(raw, decoded, &rejected));
+    if !batch.is_empty() {
         writer.write_reserved(batch, room).await?;
     }
-    Ok(ExportLogsServiceResponse {
-        partial_success: (rejected.count > 0).then_some(ExportLogsPartialSuccess {
-            rejected_log_records: rejected.count,
-            error_message: rejected.message,
-        }),
-    })
+    Ok(S::answer(rejected))
 }
