@@ -136,11 +136,9 @@ fn order(entries: &mut Vec<Entry>) {
     let mut hashes: Vec<i64> = groups.keys().copied().collect();
     hashes.sort_unstable();
     let mut at = 0;
-    let mut bounds = Vec::with_capacity(hashes.len());
     for h in &hashes {
         if let Some(g) = groups.get_mut(h) {
             g.1 = at;
-            bounds.push(at..at + g.0);
             at += g.0;
         }
     }
@@ -151,9 +149,9 @@ fn order(entries: &mut Vec<Entry>) {
             g.1 += 1;
         }
     }
-    for range in bounds {
-        let group = &mut out[range];
-        group.sort_by(newest_first);
+    // Each group's offset now stands at its end.
+    for (count, end) in groups.into_values() {
+        out[end - count..end].sort_by(newest_first);
     }
     *entries = out;
 }

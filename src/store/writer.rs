@@ -850,7 +850,7 @@ impl<'s, 'a> SpanInsert<'s, 'a> {
         })
     }
 
-    /// Runs the INSERT with `row`, which it keeps (`last`) to compare the next row with.
+    /// Runs the INSERT with `row`, which it keeps to compare the next row with.
     fn execute(&mut self, row: [ToSqlOutput<'a>; 24]) -> rusqlite::Result<usize> {
         // Forgotten until the run succeeded: after any failure the next run binds everything.
         let last = self.bound.take();
@@ -862,11 +862,6 @@ impl<'s, 'a> SpanInsert<'s, 'a> {
         let changed = self.stmt.raw_execute()?;
         self.bound = Some(row);
         Ok(changed)
-    }
-
-    /// The row the last successful run inserted (or found already there).
-    fn last(&self) -> Option<&[ToSqlOutput<'a>; 24]> {
-        self.bound.as_ref()
     }
 }
 
@@ -906,7 +901,9 @@ fn store_span<'a>(
                 scope_id = ?23, body = ?24
              WHERE trace_id = ?2 AND span_id = ?3",
         )?
-        .execute(rusqlite::params_from_iter(insert.last().into_iter().flatten()))?;
+        .execute(rusqlite::params_from_iter(
+            span_row(span, seq, resource_id, scope_id).iter(),
+        ))?;
         session_mut(tx, pending, &old.facts.session, &old.facts.service)?
             .counters
             .apply_span(&old.facts, old.end_ns, -1);
