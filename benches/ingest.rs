@@ -274,7 +274,14 @@ fn main() {
             .filter_map(|p| p.trim().parse().ok())
             .collect();
         if let [grpc, http] = ports[..] {
-            let seq = Arc::new(AtomicU64::new(1));
+            // Sessions numbered from the clock, so a second run against the same collector sends new
+            // spans instead of repeats (which the store recognizes and skips): a request advances the
+            // number by one and its spans' time by 1 ms, and no run sends 4 requests per ms.
+            let first = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| (d.as_millis() as u64).saturating_sub(1_764_000_000_000) * 4)
+                .unwrap_or(1);
+            let seq = Arc::new(AtomicU64::new(first));
             let mut out = rt.block_on(drive(grpc, http, &o, o.rate, &seq));
             let name = match o.rate {
                 Some(r) => format!("external target, paced at {r}/s"),

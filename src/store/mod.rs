@@ -145,7 +145,7 @@ pub fn open(path: &Path, opts: &StoreOptions) -> Result<Store, StoreError> {
     conn.pragma_update(None, "synchronous", sync)?;
     conn.pragma_update(None, "cache_size", -32768)?;
     // Checkpoints run on their own thread (below), so commits do not do that work; a transaction that
-    // begins just as one has copied the whole WAL can still wait for its syncs (README, "Benchmarks").
+    // begins just as one has copied the whole WAL can still wait for its syncs (docs/PERFORMANCE.md).
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     // When a checkpoint lets the WAL start over, a file larger than this is cut back. Under load the
     // WAL stays below it (see `Checkpointer`), so commits overwrite blocks the file already has instead

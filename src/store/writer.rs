@@ -26,8 +26,9 @@ const CACHE_LIMIT: usize = 100_000;
 /// The attribute index backlog (store::index) is written when the writer would otherwise wait and at
 /// least this many spans are in it, ...
 const INDEX_IDLE_SPANS: usize = 4_096;
-/// ... or when it is this old, ...
-const INDEX_MAX_AGE: std::time::Duration = std::time::Duration::from_millis(250);
+/// ... or when it is this old (every write rewrites the index pages it touches, and a unique value
+/// touches a page of its own, so fewer, larger writes cost the disk less; a search reads what waits), ...
+const INDEX_MAX_AGE: std::time::Duration = std::time::Duration::from_millis(2000);
 /// ... and even while requests wait once it holds this many spans, which bounds what a search has to
 /// check without the index.
 const INDEX_MAX_SPANS: usize = 16_384;
