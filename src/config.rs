@@ -111,6 +111,10 @@ pub struct ServeArgs {
     /// How often retention runs (e.g. 5m)
     #[arg(long, env = "AOTEL_RETENTION_INTERVAL", value_parser = parse_duration, default_value = "5m")]
     pub retention_interval: std::time::Duration,
+    /// A session known only from log events (Claude Code's own telemetry) counts as finished once it
+    /// has been idle this long (e.g. 10m, 30s)
+    #[arg(long, env = "AOTEL_SESSION_IDLE", value_parser = parse_duration, default_value = "10m")]
+    pub session_idle: std::time::Duration,
     /// Allow binding a non-loopback address without both tokens set
     #[arg(long, env = "AOTEL_INSECURE")]
     pub insecure: bool,
@@ -173,6 +177,7 @@ impl ServeArgs {
                 durability: self.durability,
                 queue_bytes: self.queue_bytes.max(self.max_request_bytes),
                 max_attribute_bytes: self.max_attribute_bytes.max(64),
+                session_idle: self.session_idle.max(std::time::Duration::from_secs(1)),
                 ..StoreOptions::default()
             },
             max_request_bytes: self.max_request_bytes,

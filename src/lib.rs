@@ -120,9 +120,17 @@ fn serve_http(
     }
 }
 
-/// Applies the retention policy every `retention_interval` until shutdown.
-async fn retention_loop(state: AppState, stopped: impl Future<Output = ()>) {
-    let mut tick = tokio::time::interval(state.config.retention_interval);
+/// Runs `work` every `period`, the first time at once, until `stopped` resolves; a run that takes longer
+/// than `period` delays the next instead of bunching them up.
+async fn periodically<F, Fut>(
+    period: std::time::Duration,
+    stopped: impl Future<Output = ()>,
+    mut work: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stopped);
     loop {
@@ -130,6 +138,13 @@ async fn retention_loop(state: AppState, stopped: impl Future<Output = ()>) {
             _ = &mut stopped => return,
             _ = tick.tick() => {}
         }
+        work().await;
+    }
+}
+
+/// Applies the retention policy every `retention_interval` until shutdown.
+async fn retention_loop(state: AppState, stopped: impl Future<Output = ()>) {
+    periodically(state.config.retention_interval, stopped, || async {
         let result = store::retention::run(&state.writer, state.config.retention, 10_000).await;
         match &result {
             Ok(r) if r.sessions > 0 => tracing::info!(
@@ -145,7 +160,24 @@ async fn retention_loop(state: AppState, stopped: impl Future<Output = ()>) {
         if let Ok(mut status) = state.retention.lock() {
             status.record(&result);
         }
-    }
+    })
+    .await
+}
+
+/// Marks idle log-only sessions finished (`Counters::status`), checking a few times per idle period.
+async fn idle_sessions_loop(state: AppState, stopped: impl Future<Output = ()>) {
+    let every = (state.config.store.session_idle / 4).clamp(
+        std::time::Duration::from_millis(250),
+        std::time::Duration::from_secs(60),
+    );
+    periodically(every, stopped, || async {
+        match state.writer.finish_idle_sessions().await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(sessions = n, "idle sessions marked finished"),
+            Err(e) => tracing::warn!(error = %e, "could not mark idle sessions finished"),
+        }
+    })
+    .await
 }
 
 fn serve_error(
@@ -220,6 +252,7 @@ pub async fn run(
         }));
     let http = serve_http(listeners.http, http_app, identity.as_ref(), stopped());
     let state_for_retention = state.clone();
+    let state_for_idle = state.clone();
     let api = serve_http(
         listeners.api,
         api_router(state),
@@ -242,10 +275,12 @@ pub async fn run(
         .retention
         .is_set()
         .then(|| tokio::spawn(retention_loop(state_for_retention, stopped())));
+    let idle_task = tokio::spawn(idle_sessions_loop(state_for_idle, stopped()));
     let (g, h, a) = tokio::join!(grpc, http, api);
     if let Some(task) = retention_task {
         let _ = task.await;
     }
+    let _ = idle_task.await;
     if let Some(Ok(Err(e))) = match watcher {
         Some(w) => Some(w.await),
         None => None,

@@ -563,3 +563,62 @@ async fn with_a_read_token_the_websocket_needs_it() {
         "the token parameter is not a filter"
     );
 }
+
+/// A session known only from log events (Claude Code's own telemetry sends no run spans) has no end to
+/// wait for: it is running while records come, finished once idle, running again with a new record;
+/// the API, its status filter and the live view all follow.
+#[tokio::test]
+async fn a_log_only_session_finishes_when_idle_and_views_follow() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = Config::with_db(dir.path().join("aotel.db"));
+    config.store.session_idle = Duration::from_secs(2);
+    let s = TestServer::start_with(config).await;
+    let client = reqwest::Client::new();
+    // Stamped now: a record repeated byte for byte would be a duplicate.
+    let prompt = || {
+        log_event(
+            "claude-code",
+            "cc-1",
+            "user_prompt",
+            "claude_code.user_prompt",
+        )
+    };
+    post(&client, s.http, "/v1/logs", &prompt()).await;
+    let status = |v: &Value| v["session"]["status"].as_str().map(str::to_string);
+    assert_eq!(
+        status(&s.get_json("/api/sessions/cc-1").await).as_deref(),
+        Some("running"),
+        "a record just arrived"
+    );
+    assert_eq!(
+        keys(&s.get_json("/api/sessions?status=running").await["sessions"]),
+        vec!["cc-1"]
+    );
+
+    let mut ws = Ws::connect(s.api, "").await;
+    let snap = ws.next_of("snapshot").await;
+    assert_eq!(find(&snap["sessions"], "cc-1")["status"], "running");
+    // Marking it finished is a change no delta describes: the client gets a fresh snapshot.
+    let snap = ws.next_of("snapshot").await;
+    assert_eq!(
+        find(&snap["sessions"], "cc-1")["status"],
+        "finished",
+        "{snap}"
+    );
+    assert_eq!(
+        status(&s.get_json("/api/sessions/cc-1").await).as_deref(),
+        Some("finished")
+    );
+    assert!(keys(&s.get_json("/api/sessions?status=running").await["sessions"]).is_empty());
+    assert_eq!(
+        keys(&s.get_json("/api/sessions?status=finished").await["sessions"]),
+        vec!["cc-1"]
+    );
+
+    // The user comes back: the next record makes it running again, live.
+    post(&client, s.http, "/v1/logs", &prompt()).await;
+    let d = ws.next_of("delta").await;
+    assert_eq!(find(&d["sessions"], "cc-1")["status"], "running", "{d}");
+    assert_eq!(find(&d["sessions"], "cc-1")["logs"], 2);
+    s.stop().await;
+}

@@ -25,7 +25,7 @@ pub enum Frame {
     Resync {
         missed: u64,
     },
-    /// The store lost data no delta describes (retention deleted sessions): every client re-reads it.
+    /// The store changed in a way no delta describes (see `Committed::reread`): every client re-reads it.
     Reload,
 }
 
@@ -263,7 +263,7 @@ impl Hub {
         let Some(topics) = self.topics() else {
             return false;
         };
-        if commits.iter().any(|c| c.deleted) {
+        if commits.iter().any(|c| c.reread) {
             // The snapshot that follows covers the other commits merged with this one too.
             for (_, tx) in topics {
                 let _ = tx.send(Frame::Reload);
@@ -503,7 +503,7 @@ mod tests {
             span_seq: 7,
             log_seq: 3,
             complete: false,
-            deleted: false,
+            reread: false,
         });
         assert!(hub.publish(&[commit]));
         match list_rx.recv().await.expect("list frame") {

@@ -88,6 +88,8 @@ pub struct StoreOptions {
     pub max_attribute_bytes: usize,
     /// Commits the live hub may lag behind before a slow subscriber misses updates.
     pub live_buffer: usize,
+    /// How long a session known only from log events stays running after its last record.
+    pub session_idle: std::time::Duration,
 }
 
 impl Default for StoreOptions {
@@ -98,6 +100,7 @@ impl Default for StoreOptions {
             queue_requests: 4096,
             max_attribute_bytes: 256 << 10,
             live_buffer: 1024,
+            session_idle: std::time::Duration::from_secs(600),
         }
     }
 }
@@ -307,8 +310,9 @@ pub struct Committed {
     /// False when some stored span or log has no summary in `spans`/`logs` (it was prepared before
     /// anyone listened, or while spans were not wanted): a view of spans must then re-read the store.
     pub complete: bool,
-    /// Sessions were deleted (retention), which no delta describes: every view re-reads the store.
-    pub deleted: bool,
+    /// The store changed in a way no delta describes (retention deleted sessions, idle sessions were
+    /// marked finished): every view re-reads it.
+    pub reread: bool,
 }
 
 /// A span as lists and waterfalls show it, without its attributes.

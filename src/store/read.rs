@@ -163,7 +163,8 @@ impl Reader {
     }
 }
 
-const SESSION_COLS: &str = "key, title, agent, service, first_ns, last_ns, updated_seq, counters";
+const SESSION_COLS: &str =
+    "key, title, agent, service, first_ns, last_ns, updated_seq, counters, status";
 
 fn session_row(r: &Row) -> rusqlite::Result<SessionRow> {
     let counters: String = r.get(7)?;
@@ -173,6 +174,7 @@ fn session_row(r: &Row) -> rusqlite::Result<SessionRow> {
         r.get(1)?,
         r.get(2)?,
         r.get(3)?,
+        r.get(8)?,
         r.get::<_, i64>(4)? as u64,
         r.get::<_, i64>(5)? as u64,
         r.get(6)?,

@@ -226,7 +226,7 @@ pub async fn run(
         }
     }
     if total.sessions > 0 {
-        writer.announce_deleted();
+        writer.announce_reread();
     }
     Ok(total)
 }

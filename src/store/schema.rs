@@ -215,6 +215,11 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     DROP INDEX IF EXISTS session_traces_by_trace;
     "#,
+    // 13: sessions known only from log events finish once idle (session::finish_idle), which looks for
+    // running sessions by last activity; only running sessions are in this index.
+    r#"
+    CREATE INDEX IF NOT EXISTS sessions_running ON sessions(last_ns) WHERE status = 'running';
+    "#,
 ];
 
 pub fn version(conn: &Connection) -> rusqlite::Result<usize> {

@@ -141,9 +141,17 @@ impl Counters {
     }
 
     /// running while a run is open or no root span has arrived yet (roots end last); then the outcome
-    /// of the latest root.
-    pub fn status(&self) -> &'static str {
-        if self.open_runs > 0 || self.roots == 0 {
+    /// of the latest root. A session known only from log events (Claude Code's own telemetry has no
+    /// run spans) has no end to wait for: it is running until `idle_ns` pass after its last record
+    /// (`last_ns`, by `now_ns`), then finished, and running again if another record comes.
+    pub fn status(&self, last_ns: u64, now_ns: u64, idle_ns: u64) -> &'static str {
+        if self.spans == 0 && self.logs > 0 {
+            if now_ns.saturating_sub(last_ns) >= idle_ns {
+                "finished"
+            } else {
+                "running"
+            }
+        } else if self.open_runs > 0 || self.roots == 0 {
             "running"
         } else if self.last_root_failed {
             "failed"
@@ -151,6 +159,40 @@ impl Counters {
             "finished"
         }
     }
+}
+
+/// Marks finished the running sessions whose status `Counters::status` now gives otherwise: those known
+/// only from log events, `idle_ns` after their last record. Returns how many changed.
+pub fn finish_idle(
+    conn: &mut rusqlite::Connection,
+    now_ns: u64,
+    idle_ns: u64,
+) -> rusqlite::Result<usize> {
+    let cutoff = now_ns.saturating_sub(idle_ns).min(i64::MAX as u64) as i64;
+    let tx = conn.transaction()?;
+    let mut changed = 0;
+    {
+        // `sessions_running` (a partial index) holds only running sessions, so this reads no others;
+        // those with spans end by their spans, and are left out before their counters are parsed.
+        let mut find = tx.prepare_cached(
+            "SELECT key, last_ns, counters FROM sessions
+             WHERE status = 'running' AND last_ns <= ?1 AND json_extract(counters, '$.spans') = 0",
+        )?;
+        let stale: Vec<(String, i64, String)> = find
+            .query_map([cutoff], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut update = tx.prepare_cached("UPDATE sessions SET status = ?2 WHERE key = ?1")?;
+        for (key, last_ns, counters) in stale {
+            let counters: Counters = serde_json::from_str(&counters).unwrap_or_default();
+            let status = counters.status(last_ns as u64, now_ns, idle_ns);
+            if status != "running" {
+                update.execute(rusqlite::params![key, status])?;
+                changed += 1;
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(changed)
 }
 
 /// A session as the API, the live view and the metrics see it.
@@ -175,12 +217,14 @@ pub struct SessionRow {
 }
 
 impl SessionRow {
+    /// `status` as `Counters::status` gave it when the row was written.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         key: String,
         title: Option<String>,
         agent: Option<String>,
         service: String,
+        status: String,
         first_ns: u64,
         last_ns: u64,
         updated_seq: i64,
@@ -192,7 +236,7 @@ impl SessionRow {
             title,
             agent,
             service,
-            status: c.status().to_string(),
+            status,
             first_unix_nano: first_ns.to_string(),
             last_unix_nano: last_ns.to_string(),
             duration_ms: last_ns.saturating_sub(first_ns) as f64 / 1e6,
@@ -205,5 +249,42 @@ impl SessionRow {
             usage: c.usage(),
             updated_seq,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_log_only_sessions_finish_by_idling() {
+        const IDLE: u64 = 600_000_000_000;
+        let logs_only = Counters {
+            logs: 3,
+            ..Counters::default()
+        };
+        assert_eq!(logs_only.status(1_000, 1_000 + IDLE - 1, IDLE), "running");
+        assert_eq!(logs_only.status(1_000, 1_000 + IDLE, IDLE), "finished");
+        // A record stamped ahead of this clock is simply recent.
+        assert_eq!(logs_only.status(5_000, 1_000, IDLE), "running");
+
+        // With spans, only the runs decide, however long ago the last one was.
+        let mut open = Counters {
+            logs: 3,
+            spans: 2,
+            runs: 1,
+            open_runs: 1,
+            ..Counters::default()
+        };
+        assert_eq!(open.status(1_000, u64::MAX, IDLE), "running");
+        open.open_runs = 0;
+        assert_eq!(open.status(1_000, u64::MAX, IDLE), "running", "no root yet");
+        open.roots = 1;
+        assert_eq!(open.status(1_000, 1_000, IDLE), "finished");
+        open.last_root_failed = true;
+        assert_eq!(open.status(1_000, 1_000, IDLE), "failed");
+
+        // Nothing at all yet (a row made by a span copy later replaced): not finished by idling.
+        assert_eq!(Counters::default().status(0, u64::MAX, IDLE), "running");
     }
 }

@@ -103,6 +103,8 @@ pub struct Writer {
     metrics: Arc<Metrics>,
     /// The ingest path this handle writes for, as the `transport` label of the ingest metrics.
     transport: &'static str,
+    /// See `Counters::status`.
+    session_idle_ns: u64,
 }
 
 impl Writer {
@@ -298,8 +300,27 @@ impl Writer {
         self.changes.subscribe()
     }
 
-    /// Tells live views that sessions were deleted (see `Committed::deleted`).
-    pub fn announce_deleted(&self) {
+    /// Marks finished the sessions known only from log events that have been idle for
+    /// `StoreOptions::session_idle` (`Counters::status`), and tells live views. Returns how many changed.
+    pub async fn finish_idle_sessions(&self) -> Result<usize, StoreError> {
+        let idle_ns = self.session_idle_ns;
+        let changed = self
+            .run_on_writer(move |conn| {
+                Ok(super::session::finish_idle(
+                    conn,
+                    crate::model::time::now_ns(),
+                    idle_ns,
+                )?)
+            })
+            .await?;
+        if changed > 0 {
+            self.announce_reread();
+        }
+        Ok(changed)
+    }
+
+    /// Tells live views that the store changed in a way no delta describes (see `Committed::reread`).
+    pub fn announce_reread(&self) {
         let _ = self.changes.send(Arc::new(Committed {
             sessions: Vec::new(),
             spans: Vec::new(),
@@ -307,7 +328,7 @@ impl Writer {
             span_seq: 0,
             log_seq: 0,
             complete: true,
-            deleted: true,
+            reread: true,
         }));
     }
 
@@ -328,7 +349,8 @@ pub(super) fn spawn(
     let budget_bytes = opts.queue_bytes.clamp(1, u32::MAX as usize >> 1);
     let queued = Arc::new(AtomicUsize::new(0));
     let metrics = Arc::new(Metrics::default());
-    let mut state = WriterState::new(conn, metrics.clone())?;
+    let session_idle_ns = u64::try_from(opts.session_idle.as_nanos()).unwrap_or(u64::MAX);
+    let mut state = WriterState::new(conn, metrics.clone(), session_idle_ns)?;
     let writer = Writer {
         tx,
         budget: Arc::new(Semaphore::new(budget_bytes)),
@@ -339,6 +361,7 @@ pub(super) fn spawn(
         max_attr: opts.max_attribute_bytes,
         metrics: metrics.clone(),
         transport: "other",
+        session_idle_ns,
     };
     let handle = std::thread::Builder::new()
         .name("aotel-writer".into())
@@ -369,6 +392,8 @@ struct WriterState {
     backlog: Backlog,
     /// Waits with a timeout for the next message while the backlog ages.
     timer: tokio::runtime::Runtime,
+    /// See `Counters::status`.
+    session_idle_ns: u64,
 }
 
 /// Known (service, operation name) pairs with a bit per span kind, looked up without allocating.
@@ -394,7 +419,11 @@ struct Pending {
 }
 
 impl WriterState {
-    fn new(conn: Connection, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
+    fn new(
+        conn: Connection,
+        metrics: Arc<Metrics>,
+        session_idle_ns: u64,
+    ) -> Result<Self, StoreError> {
         let mut state = WriterState {
             conn,
             metrics,
@@ -409,6 +438,7 @@ impl WriterState {
                 .enable_time()
                 .build()
                 .map_err(StoreError::Io)?,
+            session_idle_ns,
         };
         state.reload()?;
         Ok(state)
@@ -637,7 +667,7 @@ impl WriterState {
             receipts.push(receipt);
         }
         drop(insert_span);
-        let sessions = write_sessions(&tx, &mut pending, seqs.0 - 1)?;
+        let sessions = write_sessions(&tx, &mut pending, seqs.0 - 1, self.session_idle_ns)?;
         pending.stats.flush(&tx)?;
         let indexed_upto = self
             .backlog
@@ -676,7 +706,7 @@ impl WriterState {
             span_seq: seqs.0 - 1,
             log_seq: seqs.1 - 1,
             complete: pending.unsummarised == 0,
-            deleted: false,
+            reread: false,
         });
         Ok((receipts, committed))
     }
@@ -1165,7 +1195,9 @@ fn write_sessions(
     tx: &Transaction,
     pending: &mut Pending,
     seq: i64,
+    idle_ns: u64,
 ) -> rusqlite::Result<Vec<SessionRow>> {
+    let now = crate::model::time::now_ns();
     for (session, traces) in pending.session_traces.drain() {
         for trace_id in traces {
             let added = tx
@@ -1188,6 +1220,7 @@ fn write_sessions(
             s.first_ns
         };
         let counters = serde_json::to_string(&s.counters).unwrap_or_default();
+        let status = s.counters.status(s.last_ns, now, idle_ns);
         tx.prepare_cached(
             "INSERT INTO sessions(key, title, agent, service, status, first_ns, last_ns, updated_seq, counters)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
@@ -1200,7 +1233,7 @@ fn write_sessions(
             s.title,
             s.agent,
             s.service,
-            s.counters.status(),
+            status,
             first as i64,
             s.last_ns as i64,
             seq,
@@ -1211,6 +1244,7 @@ fn write_sessions(
             s.title,
             s.agent,
             s.service,
+            status.to_string(),
             first,
             s.last_ns,
             seq,
