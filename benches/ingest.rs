@@ -204,9 +204,40 @@ fn report(name: &str, o: &mut Outcome) {
 
 /// aotel's threads, its writes and the machine's CPUs at one moment, to say where a phase's time went.
 struct Usage {
-    threads: Vec<(u64, u64)>,
+    threads: Vec<ThreadUse>,
     written: u64,
     cpu: [u64; 4],
+}
+
+/// One kind of aotel's threads, summed (from /proc).
+#[derive(Clone, Copy)]
+struct ThreadUse {
+    cpu_ns: u64,
+    wait_ns: u64,
+    kernel_ns: u64,
+    written: u64,
+}
+
+impl ThreadUse {
+    fn of(pid: &str, name: &str) -> ThreadUse {
+        let (cpu_ns, wait_ns) = procstat::thread_times(pid, name);
+        let (written, kernel_ns) = procstat::thread_io(pid, name);
+        ThreadUse {
+            cpu_ns,
+            wait_ns,
+            kernel_ns,
+            written,
+        }
+    }
+
+    fn since(self, before: ThreadUse) -> ThreadUse {
+        ThreadUse {
+            cpu_ns: self.cpu_ns.saturating_sub(before.cpu_ns),
+            wait_ns: self.wait_ns.saturating_sub(before.wait_ns),
+            kernel_ns: self.kernel_ns.saturating_sub(before.kernel_ns),
+            written: self.written.saturating_sub(before.written),
+        }
+    }
 }
 
 /// aotel's busy threads, by the name /proc shows (15 bytes at most), and what to call them.
@@ -222,7 +253,7 @@ impl Usage {
         Usage {
             threads: THREADS
                 .iter()
-                .map(|(name, _)| procstat::thread_times(&pid, name))
+                .map(|(name, _)| ThreadUse::of(&pid, name))
                 .collect(),
             written: procstat::written_bytes(&pid),
             cpu: procstat::cpu_ticks(),
@@ -233,25 +264,38 @@ impl Usage {
     fn since(&self, before: &Usage, phase: &Outcome) {
         let spans = phase.spans.max(1) as f64;
         let secs = phase.elapsed.as_secs_f64().max(1e-9);
-        let threads: Vec<String> = THREADS
+        let used: Vec<(&str, ThreadUse)> = THREADS
             .iter()
             .zip(self.threads.iter().zip(&before.threads))
-            .map(|((_, label), (a, b))| {
+            .map(|((_, label), (a, b))| (*label, a.since(*b)))
+            .collect();
+        let cpu: Vec<String> = used
+            .iter()
+            .map(|(label, t)| {
                 format!(
-                    "{label} {:.1} us ({:.0}% of a core, waited for one {:.0}%)",
-                    a.0.saturating_sub(b.0) as f64 / 1e3 / spans,
-                    a.0.saturating_sub(b.0) as f64 / 1e9 / secs * 100.0,
-                    a.1.saturating_sub(b.1) as f64 / 1e9 / secs * 100.0,
+                    "{label} {:.1} us ({:.0}% of a core, waited for one {:.0}%; {:.0}% of it in the kernel)",
+                    t.cpu_ns as f64 / 1e3 / spans,
+                    t.cpu_ns as f64 / 1e9 / secs * 100.0,
+                    t.wait_ns as f64 / 1e9 / secs * 100.0,
+                    t.kernel_ns as f64 / t.cpu_ns.max(1) as f64 * 100.0,
                 )
             })
             .collect();
-        println!("  per span, CPU: {}", threads.join(", "));
+        println!("  per span, CPU: {}", cpu.join(", "));
         let cores = |i: usize| {
             self.cpu[i].saturating_sub(before.cpu[i]) as f64 / procstat::TICKS_PER_SECOND / secs
         };
+        // The writer writes the WAL, the checkpointer the database file (the receiving threads only
+        // their answers, which `wchar` counts too).
+        let by_thread: Vec<String> = used
+            .iter()
+            .filter(|(_, t)| t.written as f64 / spans >= 10.0)
+            .map(|(label, t)| format!("{label} {:.0}", t.written as f64 / spans))
+            .collect();
         println!(
-            "  per span, {:.0} bytes written (WAL and checkpoints); machine cores busy {:.2}, idle {:.2}, in I/O wait {:.2}, interrupts and stolen {:.2}",
+            "  per span, {:.0} bytes written (WAL and checkpoints; {}); machine cores busy {:.2}, idle {:.2}, in I/O wait {:.2}, interrupts and stolen {:.2}",
             self.written.saturating_sub(before.written) as f64 / spans,
+            by_thread.join(", "),
             cores(0),
             cores(1),
             cores(2),

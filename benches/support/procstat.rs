@@ -1,36 +1,69 @@
 //! What /proc says about a process's threads, its writes, and the machine's CPUs: for benchmarks that
 //! report where the time went, not only how fast it was.
 
-/// (on-CPU ns, run-queue wait ns) summed over the threads of `pid` ("self" or a number) named `name`
-/// (as /proc shows it: at most 15 bytes).
-pub fn thread_times(pid: &str, name: &str) -> (u64, u64) {
-    let mut total = (0, 0);
+/// Calls `f` with the /proc folder of each thread of `pid` ("self" or a number) named `name` (as /proc
+/// shows it: at most 15 bytes).
+fn each_thread(pid: &str, name: &str, mut f: impl FnMut(&std::path::Path)) {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return total;
+        return;
     };
     for task in tasks.flatten() {
         let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if comm.trim() != name {
-            continue;
+        if comm.trim() == name {
+            f(&task.path());
         }
-        let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+    }
+}
+
+/// (on-CPU ns, run-queue wait ns) summed over the threads of `pid` named `name`.
+pub fn thread_times(pid: &str, name: &str) -> (u64, u64) {
+    let mut total = (0, 0);
+    each_thread(pid, name, |task| {
+        let stat = std::fs::read_to_string(task.join("schedstat")).unwrap_or_default();
         let mut f = stat
             .split_whitespace()
             .map(|v| v.parse::<u64>().unwrap_or(0));
         total.0 += f.next().unwrap_or(0);
         total.1 += f.next().unwrap_or(0);
-    }
+    });
     total
+}
+
+/// (bytes handed to write calls, ns of CPU in the kernel) summed over the threads of `pid` named
+/// `name`: which thread writes what (aotel's writer the WAL, its checkpointer the database file), and
+/// how much of a thread's time is the kernel's.
+pub fn thread_io(pid: &str, name: &str) -> (u64, u64) {
+    let mut total = (0, 0);
+    each_thread(pid, name, |task| {
+        let io = std::fs::read_to_string(task.join("io")).unwrap_or_default();
+        total.0 += field(&io, "wchar:");
+        // stime is the 15th field of stat; the name (2nd) may hold spaces, so count after its ')'.
+        let stat = std::fs::read_to_string(task.join("stat")).unwrap_or_default();
+        let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let ticks: u64 = after_name
+            .split_whitespace()
+            .nth(12)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        total.1 += (ticks as f64 / TICKS_PER_SECOND * 1e9) as u64;
+    });
+    total
+}
+
+/// The number after `key` in a `key value` line of a /proc file.
+fn field(text: &str, key: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// Bytes the process has handed to write calls (`wchar`: its WAL and database writes).
 pub fn written_bytes(pid: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/io"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("wchar:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+    field(
+        &std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default(),
+        "wchar:",
+    )
 }
 
 /// The machine's CPU time so far, in clock ticks: [busy (user, nice, system), idle, iowait, other

@@ -23,4 +23,4 @@ load() {
 }
 # Bytes aotel handed to write(), all threads (dead ones included).
 written() { awk '/^wchar/{print $2}' "/proc/$PID/io"; }
-stop_aotel() { kill -"${1:-TERM}" "$PID"; wait "$PID" || true; }
+stop_aotel() { kill -"${1:-TERM}" "$PID"; { wait "$PID" || true; } 2>/dev/null; }

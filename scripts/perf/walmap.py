@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """What the WAL of an aotel database holds, per table: frames per commit in the WAL's current cycle.
 
-Stop aotel with SIGKILL first (a clean stop checkpoints and empties the WAL), then:
-scripts/perf/walmap.py /tmp/aotel-perf/perf.db
+Run by scripts/perf/walmap.sh; by hand, stop aotel with SIGKILL first (a clean stop checkpoints and
+empties the WAL), then: scripts/perf/walmap.py PATH/TO/aotel.db
 """
 import collections
 import sqlite3
