@@ -173,10 +173,9 @@ pub fn finish_idle(
     let mut changed = 0;
     {
         // `sessions_running` (a partial index) holds only running sessions, so this reads no others;
-        // those with spans end by their spans, and are left out before their counters are parsed.
+        // `Counters::status` alone says which of them idling ends.
         let mut find = tx.prepare_cached(
-            "SELECT key, last_ns, counters FROM sessions
-             WHERE status = 'running' AND last_ns <= ?1 AND json_extract(counters, '$.spans') = 0",
+            "SELECT key, last_ns, counters FROM sessions WHERE status = 'running' AND last_ns <= ?1",
         )?;
         let stale: Vec<(String, i64, String)> = find
             .query_map([cutoff], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
