@@ -343,7 +343,24 @@ async fn index_rows_a_crash_lost_are_rebuilt_at_startup() {
 /// different flushes interleave): every search answers exactly what checking every span would.
 #[tokio::test]
 async fn chunked_entries_answer_like_checking_every_span() {
+    let blocks = answers_like_checking_every_span(400).await;
+    assert_eq!(blocks, 0, "index writes this small make no blocks");
+}
+
+/// The same with index writes large enough that their lone entries (each call id, and the tools that
+/// a window holds once) go into blocks, and a span replaced by a newer copy leaves its block.
+#[tokio::test]
+async fn entries_in_blocks_answer_like_checking_every_span() {
+    let blocks = answers_like_checking_every_span(1500).await;
+    assert!(blocks >= 8, "every index write made a block, got {blocks}");
+}
+
+/// Posts eight batches of `batch_spans` spans (each indexed on its own), replaces one span of the
+/// first with a copy carrying another call id, and checks searches against every span decoded.
+/// Returns how many blocks the index holds.
+async fn answers_like_checking_every_span(batch_spans: u64) -> i64 {
     use aotel::query::search::{search, SearchParams};
+    use aotel::store::index::attr_hash;
     use prost::Message;
     let server = TestServer::start().await;
     // A small deterministic generator, so a failure can be replayed.
@@ -354,9 +371,10 @@ async fn chunked_entries_answer_like_checking_every_span() {
         x ^= x << 17;
         x % n
     };
+    let mut first: Option<Value> = None;
     for batch in 0..8u64 {
         let mut spans = Vec::new();
-        for i in 0..400u64 {
+        for i in 0..batch_spans {
             let trace = format!("{:016x}{:016x}", batch + 1, i % 40 + 1);
             // Every batch spreads over the same 120 s: chunks of different flushes interleave, and
             // within one flush a value's entries are cut into chunks by the window as well as by count.
@@ -378,12 +396,32 @@ async fn chunked_entries_answer_like_checking_every_span() {
             "resource": { "attributes": [{ "key": "service.name", "value": { "stringValue": "chunks" } }] },
             "scopeSpans": [{ "spans": spans }],
         }]});
+        first.get_or_insert_with(|| req.clone());
         post_otlp_json(&server, &req).await;
         // Each batch its own flush.
         index_written(&server.db).await;
     }
+    // A newer copy of the first batch's sixth span, its call id changed: the old id's entry goes.
+    let mut again = first.expect("a batch was sent");
+    let mut span = again["resourceSpans"][0]["scopeSpans"][0]["spans"][5].take();
+    span["attributes"][2]["value"]["stringValue"] = json!("renamed");
+    again["resourceSpans"][0]["scopeSpans"][0]["spans"] = json!([span]);
+    let old = attr_hash("call", "c0-5");
+    assert!(
+        attr_entries(&server.db).iter().any(|e| e.0 == old),
+        "the call id is indexed before its span is replaced"
+    );
+    post_otlp_json(&server, &again).await;
+    index_written(&server.db).await;
+    assert!(
+        !attr_entries(&server.db).iter().any(|e| e.0 == old),
+        "a replaced span's old call id leaves the index"
+    );
     let (db, dir) = server.stop().await;
     let c = rusqlite::Connection::open(&db).expect("open db");
+    let blocks: i64 = c
+        .query_row("SELECT COUNT(*) FROM span_attr_blocks", [], |r| r.get(0))
+        .expect("blocks");
     let rows: i64 = c
         .query_row("SELECT COUNT(*) FROM span_attrs", [], |r| r.get(0))
         .expect("rows");
@@ -414,6 +452,7 @@ async fn chunked_entries_answer_like_checking_every_span() {
         ("tool", "t1", 12, 12, 1500),
         ("call", "c3-17", 0, 120, 20),
         ("call", "c4-0", 0, 120, 20),
+        ("call", "renamed", 0, 120, 20),
         ("op", "a", 7, 7, 3),
     ];
     for (key, value, from_s, to_s, limit) in cases {
@@ -467,5 +506,13 @@ async fn chunked_entries_answer_like_checking_every_span() {
             "{key}={value} from {from_s}s to {to_s}s, limit {limit}"
         );
     }
+    // A value no span carries: every path's estimate is empty, blocks included.
+    let p = SearchParams {
+        filter: aotel::query::traceql::parse(r#"{ span.call = "c0-5" }"#).expect("traceql"),
+        limit: 20,
+        ..SearchParams::default()
+    };
+    assert!(search(&c, &p).expect("search").traces.is_empty());
     drop(dir);
+    blocks
 }

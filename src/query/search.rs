@@ -244,18 +244,25 @@ fn narrow_one(c: &Connection, cond: &Cond, n: &mut Narrowing) -> rusqlite::Resul
 }
 
 /// A cheap bounded count of the index entries of `h` in the time range, plus every span above `indexed`
-/// (not in the index yet), which a walk has to check (by rowid range, see `unindexed`).
+/// (not in the index yet), which a walk has to check (by rowid range, see `unindexed`). Entries in
+/// blocks (lone values of large index writes) are counted only when the chunks leave room under the
+/// cap: a value with many chunk entries is not the rarest path whatever its blocks hold.
 fn estimate(c: &Connection, h: i64, lo: i64, hi: i64, indexed: i64) -> rusqlite::Result<i64> {
     // A chunk holds entries up to CHUNK_WINDOW_NS older than its key (store::index).
-    c.prepare_cached(
-        "SELECT (SELECT COALESCE(SUM(1 + COALESCE(length(more), 0) / 16), 0) FROM (SELECT more FROM span_attrs
+    let n: i64 = c
+        .prepare_cached(
+            "SELECT (SELECT COALESCE(SUM(1 + COALESCE(length(more), 0) / 16), 0) FROM (SELECT more FROM span_attrs
                  WHERE h = ?1 AND start_ns BETWEEN ?2 AND ?6 LIMIT ?4))
             + (SELECT COUNT(*) FROM (SELECT 1 FROM spans NOT INDEXED WHERE seq > ?5 AND start_ns BETWEEN ?2 AND ?3 LIMIT ?4))",
-    )?
-    .query_row(
-        params![h, lo, hi, ESTIMATE_CAP, indexed, hi.saturating_add(CHUNK_WINDOW_NS)],
-        |r| r.get(0),
-    )
+        )?
+        .query_row(
+            params![h, lo, hi, ESTIMATE_CAP, indexed, hi.saturating_add(CHUNK_WINDOW_NS)],
+            |r| r.get(0),
+        )?;
+    if n >= ESTIMATE_CAP {
+        return Ok(n);
+    }
+    Ok(n + Postings::in_blocks(h, lo, hi).count(c, ESTIMATE_CAP - n)?)
 }
 
 /// Decoded resources and scopes by id, loaded on first use.

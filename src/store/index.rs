@@ -14,8 +14,10 @@
 //! An entry is `(hash, start_ns, seq)`. Entries of one hash written together are stored as chunks: a
 //! `span_attrs` row is keyed by its newest entry and carries up to `CHUNK_ENTRIES - 1` older ones
 //! (within `CHUNK_WINDOW_NS`) in `more`. A value shared by many spans (an operation, a tool, a session
-//! id) costs one row per 64 spans instead of one per span; a unique one (a tool call id) costs what a
-//! plain row did. `Postings` walks a hash's entries newest first across chunks.
+//! id) costs one row per 64 spans instead of one per span. A value that a large write holds only once
+//! (a tool call id) goes into that write's `Block` instead: one row per write, where a row each landed
+//! on a random page and rewrote it. `Postings` walks a hash's entries newest first across chunks and
+//! blocks.
 //!
 //! The entries are written behind the spans, not with them: a commit puts them in a `Backlog` and the
 //! writer adds the backlog to `span_attrs` in large sorted batches (when it would otherwise wait, or
@@ -156,8 +158,13 @@ fn order(entries: &mut Vec<Entry>) {
     *entries = out;
 }
 
-/// Writes `entries` (any order; sorted here) as chunks.
-fn write_entries(tx: &Transaction, entries: &mut Vec<Entry>) -> rusqlite::Result<()> {
+/// Index writes of at least this many spans put their lone entries in a block (see `Block`); smaller
+/// ones touch few pages anyway, and blocks that small would make searches read many rows.
+pub const BLOCK_MIN_SPANS: usize = 1024;
+
+/// Writes `entries` (any order; sorted here) as chunks; with `blocks`, the entries of hashes that occur
+/// once in `entries` go into one `Block` instead.
+fn write_entries(tx: &Transaction, entries: &mut Vec<Entry>, blocks: bool) -> rusqlite::Result<()> {
     order(entries);
     // A key already there (indexing a span twice) keeps every entry of both chunks.
     let mut insert = tx.prepare_cached(
@@ -165,6 +172,7 @@ fn write_entries(tx: &Transaction, entries: &mut Vec<Entry>) -> rusqlite::Result
          ON CONFLICT(h, start_ns, seq) DO UPDATE
          SET more = CAST(COALESCE(more, x'') || COALESCE(excluded.more, x'') AS BLOB)",
     )?;
+    let mut lone: Vec<Entry> = Vec::new();
     let mut more: Vec<u8> = Vec::new();
     let mut i = 0;
     while i < entries.len() {
@@ -180,11 +188,20 @@ fn write_entries(tx: &Transaction, entries: &mut Vec<Entry>) -> rusqlite::Result
             more.extend_from_slice(&entries[j].2.to_le_bytes());
             j += 1;
         }
-        let more = (!more.is_empty()).then_some(more.as_slice());
-        insert.execute(params![h, start, seq, more])?;
+        // Only a hash the whole write holds once: one that a chunk's time window cut into chunks of
+        // one (a service over a sparse import) is found often, and a block would be read for it.
+        let alone = j == i + 1
+            && (i == 0 || entries[i - 1].0 != h)
+            && entries.get(j).is_none_or(|e| e.0 != h);
+        if blocks && alone {
+            lone.push(entries[i]);
+        } else {
+            let more = (!more.is_empty()).then_some(more.as_slice());
+            insert.execute(params![h, start, seq, more])?;
+        }
         i = j;
     }
-    Ok(())
+    Block::store(tx, None, &lone)
 }
 
 /// The (start_ns, seq) pairs a chunk's `more` holds, newest first.
@@ -198,11 +215,162 @@ fn decode_more(more: Option<&[u8]>) -> impl Iterator<Item = (i64, i64)> + '_ {
     })
 }
 
-/// Removes `gone` entries (spans deleted, or replaced by a newer copy). Chunks holding one are
-/// rewritten without it. A chunk's key is at most `CHUNK_WINDOW_NS` newer than any entry in it, so for
+/// The lone entries of one large index write: hashes it held once (a tool call id, a response id).
+/// Given a row each, every one of them landed on a page of its own in a table ordered by hash, so an
+/// index write rewrote about as many pages as it had spans, and more as the store grew. A block is one
+/// row per write instead: its entries sorted by hash (`ENTRY_RECORD` bytes each), a Bloom filter over
+/// their hashes, and the span and time range they cover. A lookup reads the filter of every block in
+/// its time range (`BLOOM_BITS_PER_ENTRY` bits per entry) and the entries of the few that match.
+pub struct Block;
+
+const ENTRY_RECORD: usize = 24;
+const BLOOM_BITS_PER_ENTRY: usize = 10;
+const BLOOM_PROBES: u64 = 6;
+
+/// The filter bits `h` sets in a filter of `bits` bits (a power of two). Stored in the database (the
+/// filters), so it must never change.
+fn bloom_probes(h: i64, bits: usize) -> impl Iterator<Item = usize> {
+    // The FNV hash's low bits are weak; mix them (murmur3's finalizer) before taking probes.
+    let mut x = h as u64;
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^= x >> 33;
+    let step = x.rotate_left(32) | 1;
+    (0..BLOOM_PROBES).map(move |i| (x.wrapping_add(i.wrapping_mul(step)) as usize) & (bits - 1))
+}
+
+fn bloom_of(entries: &[Entry]) -> Vec<u8> {
+    let bits = (entries.len() * BLOOM_BITS_PER_ENTRY)
+        .next_power_of_two()
+        .max(64);
+    let mut bloom = vec![0u8; bits / 8];
+    for e in entries {
+        for p in bloom_probes(e.0, bits) {
+            bloom[p / 8] |= 1 << (p % 8);
+        }
+    }
+    bloom
+}
+
+/// Whether a block with this filter may hold `h` (a filter of another shape: assume it may).
+fn bloom_may_hold(bloom: &[u8], h: i64) -> bool {
+    let bits = bloom.len() * 8;
+    if bits == 0 || !bits.is_power_of_two() {
+        return true;
+    }
+    bloom_probes(h, bits).all(|p| bloom[p / 8] & (1 << (p % 8)) != 0)
+}
+
+fn record(b: &[u8], k: usize) -> Entry {
+    let at = |i: usize| {
+        let mut v = [0u8; 8];
+        v.copy_from_slice(&b[k * ENTRY_RECORD + i * 8..k * ENTRY_RECORD + i * 8 + 8]);
+        i64::from_le_bytes(v)
+    };
+    (at(0), at(1), at(2))
+}
+
+fn records(b: &[u8]) -> impl Iterator<Item = Entry> + '_ {
+    (0..b.len() / ENTRY_RECORD).map(|k| record(b, k))
+}
+
+impl Block {
+    /// Writes `entries` (ordered as `order` leaves them) as block `id`, or as a new block; an empty
+    /// list deletes the block.
+    fn store(tx: &Transaction, id: Option<i64>, entries: &[Entry]) -> rusqlite::Result<()> {
+        if entries.is_empty() {
+            if let Some(id) = id {
+                tx.prepare_cached("DELETE FROM span_attr_blocks WHERE id = ?1")?
+                    .execute([id])?;
+            }
+            return Ok(());
+        }
+        let (mut seqs, mut starts) = ((i64::MAX, i64::MIN), (i64::MAX, i64::MIN));
+        let mut bytes = Vec::with_capacity(entries.len() * ENTRY_RECORD);
+        for &(h, start, seq) in entries {
+            seqs = (seqs.0.min(seq), seqs.1.max(seq));
+            starts = (starts.0.min(start), starts.1.max(start));
+            bytes.extend_from_slice(&h.to_le_bytes());
+            bytes.extend_from_slice(&start.to_le_bytes());
+            bytes.extend_from_slice(&seq.to_le_bytes());
+        }
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO span_attr_blocks(id, first_seq, last_seq, min_start, max_start, bloom, entries)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![id, seqs.0, seqs.1, starts.0, starts.1, bloom_of(entries), bytes])?;
+        Ok(())
+    }
+
+    /// The (start_ns, seq) entries of `h` in a block's entries, newest first.
+    fn lookup(entries: &[u8], h: i64) -> impl Iterator<Item = (i64, i64)> + '_ {
+        let n = entries.len() / ENTRY_RECORD;
+        let (mut lo, mut hi) = (0, n);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if record(entries, mid).0 < h {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        (lo..n)
+            .map(|k| record(entries, k))
+            .take_while(move |e| e.0 == h)
+            .map(|e| (e.1, e.2))
+    }
+
+    /// Removes `gone` entries from the blocks that hold them. Blocks cover disjoint seq ranges (each
+    /// index write covers newer spans than the last), so each step finds the next block at or above
+    /// the lowest gone seq left and skips every gone seq below its end: a gone seq far from the others
+    /// (a replaced span that was old) costs a lookup, not a scan of the blocks between.
+    fn unindex(tx: &Transaction, gone: &[Entry]) -> rusqlite::Result<()> {
+        let mut seqs: Vec<i64> = gone.iter().map(|e| e.2).collect();
+        seqs.sort_unstable();
+        seqs.dedup();
+        let mut next = tx.prepare_cached(
+            "SELECT id, first_seq, last_seq FROM span_attr_blocks
+             WHERE last_seq >= ?1 ORDER BY last_seq LIMIT 1",
+        )?;
+        let mut holding = Vec::new();
+        let mut k = 0;
+        while let Some(&seq) = seqs.get(k) {
+            let Some((id, first, last)) = next
+                .query_row([seq], |r| Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?)))
+                .optional()?
+            else {
+                break;
+            };
+            k += seqs[k..].partition_point(|s| *s < first);
+            if seqs.get(k).is_some_and(|s| *s <= last) {
+                holding.push(id);
+            }
+            k += seqs[k..].partition_point(|s| *s <= last);
+        }
+        let gone: std::collections::HashSet<(i64, i64)> = gone.iter().map(|e| (e.0, e.2)).collect();
+        for id in holding {
+            let bytes: Vec<u8> = tx
+                .prepare_cached("SELECT entries FROM span_attr_blocks WHERE id = ?1")?
+                .query_row([id], |r| r.get(0))?;
+            let kept: Vec<Entry> = records(&bytes)
+                .filter(|e| !gone.contains(&(e.0, e.2)))
+                .collect();
+            if kept.len() < bytes.len() / ENTRY_RECORD {
+                Block::store(tx, Some(id), &kept)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Removes `gone` entries (spans deleted, or replaced by a newer copy). Chunks and blocks holding one
+/// are rewritten without it. A chunk's key is at most `CHUNK_WINDOW_NS` newer than any entry in it, so for
 /// each hash only the chunks keyed within that window above a gone entry are read (overlapping windows
 /// read once).
 pub fn unindex(tx: &Transaction, gone: &mut [Entry]) -> rusqlite::Result<()> {
+    Block::unindex(tx, gone)?;
     gone.sort_unstable();
     let mut find = tx.prepare_cached(
         "SELECT start_ns, seq, more FROM span_attrs WHERE h = ?1 AND start_ns BETWEEN ?2 AND ?3",
@@ -244,7 +412,7 @@ pub fn unindex(tx: &Transaction, gone: &mut [Entry]) -> rusqlite::Result<()> {
             }
         }
     }
-    write_entries(tx, &mut kept)
+    write_entries(tx, &mut kept, false)
 }
 
 /// Every entry, expanded from its chunk: for consistency checks and tests.
@@ -257,13 +425,18 @@ pub fn entries(c: &Connection) -> rusqlite::Result<Vec<Entry>> {
         out.push((h, r.get(1)?, r.get(2)?));
         out.extend(decode_more(r.get_ref(3)?.as_blob_or_null()?).map(|(t, s)| (h, t, s)));
     }
+    let mut stmt = c.prepare("SELECT entries FROM span_attr_blocks")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        out.extend(records(r.get_ref(0)?.as_blob()?));
+    }
     Ok(out)
 }
 
 /// The entries of one hash with `lo <= start_ns <= hi`, newest (start_ns, seq) first, read chunk by
-/// chunk. Chunks overlap in time (each flush writes its own), so entries wait in a heap until no
-/// unread chunk can hold a newer one: chunks are read in key order and every entry is at most its
-/// chunk's key.
+/// chunk and block by block. Chunks overlap in time (each flush writes its own), and so do blocks, so
+/// entries wait in a heap until no unread chunk or block can hold a newer one: chunks are read in key
+/// order and every entry is at most its chunk's key; blocks in the order of their newest entry.
 pub struct Postings {
     h: i64,
     lo: i64,
@@ -272,9 +445,14 @@ pub struct Postings {
     below: (i64, i64),
     heap: std::collections::BinaryHeap<(i64, i64)>,
     exhausted: bool,
+    /// Every block not read yet is below this (its newest start, its id); None once all are read.
+    blocks: Option<(i64, i64)>,
+    /// The entry returned last: an entry indexed twice is returned once.
+    last: Option<(i64, i64)>,
 }
 
 const POSTING_ROWS: i64 = 64;
+const BLOCK_ROWS: i64 = 16;
 
 impl Postings {
     pub fn new(h: i64, lo: i64, hi: i64) -> Postings {
@@ -285,22 +463,62 @@ impl Postings {
             below: (hi.saturating_add(CHUNK_WINDOW_NS), i64::MAX),
             heap: Default::default(),
             exhausted: lo > hi,
+            blocks: (lo <= hi).then_some((i64::MAX, i64::MAX)),
+            last: None,
+        }
+    }
+
+    /// How many entries there are, counting up to `cap`.
+    pub fn count(mut self, c: &Connection, cap: i64) -> rusqlite::Result<i64> {
+        let mut n = 0;
+        while n < cap && self.next(c)?.is_some() {
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Only the entries in blocks: what `estimate`-style counts of chunk rows do not see.
+    pub fn in_blocks(h: i64, lo: i64, hi: i64) -> Postings {
+        Postings {
+            exhausted: true,
+            ..Postings::new(h, lo, hi)
         }
     }
 
     /// The next entry as (start_ns, seq).
     pub fn next(&mut self, c: &Connection) -> rusqlite::Result<Option<(i64, i64)>> {
         loop {
-            if let Some(&top) = self.heap.peek() {
-                if self.exhausted || top >= self.below {
+            let chunks = if self.exhausted {
+                (i64::MIN, i64::MIN)
+            } else {
+                self.below
+            };
+            // A block's entries are at most its newest start, and a search's at most `hi`.
+            let blocks = self
+                .blocks
+                .map_or((i64::MIN, i64::MIN), |b| (b.0.min(self.hi), i64::MAX));
+            match self.heap.peek() {
+                Some(&top) if top >= chunks.max(blocks) => {
                     self.heap.pop();
-                    return Ok(Some(top));
+                    if self.last.replace(top) != Some(top) {
+                        return Ok(Some(top));
+                    }
+                    continue;
                 }
-            } else if self.exhausted {
-                return Ok(None);
+                None if self.exhausted && self.blocks.is_none() => return Ok(None),
+                _ => {}
             }
-            self.read_chunks(c)?;
+            if chunks >= blocks {
+                self.read_chunks(c)?;
+            } else {
+                self.read_blocks(c)?;
+            }
         }
+    }
+
+    fn keep(&mut self, entries: impl Iterator<Item = (i64, i64)>) {
+        let (lo, hi) = (self.lo, self.hi);
+        self.heap.extend(entries.filter(|e| e.0 >= lo && e.0 <= hi));
     }
 
     fn read_chunks(&mut self, c: &Connection) -> rusqlite::Result<()> {
@@ -320,16 +538,42 @@ impl Postings {
             read += 1;
             let key: (i64, i64) = (r.get(0)?, r.get(1)?);
             self.below = key;
-            let (lo, hi) = (self.lo, self.hi);
             let more = decode_more(r.get_ref(2)?.as_blob_or_null()?);
-            self.heap.extend(
-                std::iter::once(key)
-                    .chain(more)
-                    .filter(|e| e.0 >= lo && e.0 <= hi),
-            );
+            self.keep(std::iter::once(key).chain(more));
         }
         if read < POSTING_ROWS {
             self.exhausted = true;
+        }
+        Ok(())
+    }
+
+    fn read_blocks(&mut self, c: &Connection) -> rusqlite::Result<()> {
+        let Some(below) = self.blocks else {
+            return Ok(());
+        };
+        let mut stmt = c.prepare_cached(
+            "SELECT max_start, id, bloom FROM span_attr_blocks WHERE max_start >= ?1 AND min_start <= ?2
+               AND (max_start, id) < (?3, ?4) ORDER BY max_start DESC, id DESC LIMIT ?5",
+        )?;
+        let mut rows = stmt.query(params![self.lo, self.hi, below.0, below.1, BLOCK_ROWS])?;
+        let (mut read, mut at, mut hits) = (0, below, Vec::new());
+        while let Some(r) = rows.next()? {
+            read += 1;
+            at = (r.get(0)?, r.get(1)?);
+            if bloom_may_hold(r.get_ref(2)?.as_blob()?, self.h) {
+                hits.push(at.1);
+            }
+        }
+        drop(rows);
+        self.blocks = (read == BLOCK_ROWS).then_some(at);
+        let mut entries = c.prepare_cached("SELECT entries FROM span_attr_blocks WHERE id = ?1")?;
+        for id in hits {
+            let mut rows = entries.query([id])?;
+            if let Some(r) = rows.next()? {
+                let found: Vec<(i64, i64)> =
+                    Block::lookup(r.get_ref(0)?.as_blob()?, self.h).collect();
+                self.keep(found.into_iter());
+            }
         }
         Ok(())
     }
@@ -405,7 +649,7 @@ impl Backlog {
             .iter()
             .map(|&(seq, h, start)| (h, start, seq))
             .collect();
-        write_entries(tx, &mut entries)?;
+        write_entries(tx, &mut entries, self.spans >= BLOCK_MIN_SPANS)?;
         set_upto(tx, upto)
     }
 
@@ -479,7 +723,7 @@ fn index_seqs(
             }
         }
     }
-    write_entries(tx, &mut entries)
+    write_entries(tx, &mut entries, true)
 }
 
 /// Adds the index rows of an interned resource (idempotent).
@@ -571,7 +815,7 @@ pub fn backfill_keys(conn: &mut Connection) -> rusqlite::Result<()> {
             }
             drop(rows);
             drop(stmt);
-            write_entries(tx, &mut entries)
+            write_entries(tx, &mut entries, false)
         },
     )
 }
@@ -590,6 +834,91 @@ mod tests {
         assert_eq!(value_text(&Value::DoubleValue(2.0)).as_deref(), Some("2"));
         assert_eq!(value_text(&Value::BoolValue(true)).as_deref(), Some("true"));
         assert!(value_text(&Value::BytesValue(vec![1])).is_none());
+    }
+
+    #[test]
+    fn lone_entries_live_in_a_block_until_unindexed() {
+        let mut c = Connection::open_in_memory().expect("open");
+        crate::store::schema::migrate(&mut c).expect("schema");
+        // 2,000 spans, 1 ms apart: a value all share, one of their own each, and one three share.
+        let mut all: Vec<Entry> = (0..2000i64)
+            .flat_map(|seq| {
+                [
+                    (1, seq * 1_000_000, seq),
+                    (1_000_000 + seq, seq * 1_000_000, seq),
+                ]
+            })
+            .collect();
+        all.extend((0..3).map(|seq| (7, seq * 1_000_000, seq)));
+        let tx = c.transaction().expect("tx");
+        write_entries(&tx, &mut all.clone(), true).expect("write");
+        tx.commit().expect("commit");
+        fn count(c: &Connection, sql: &str) -> i64 {
+            c.query_row(sql, [], |r| r.get(0)).expect(sql)
+        }
+        fn walk(c: &Connection, h: i64, lo: i64, hi: i64) -> Vec<(i64, i64)> {
+            let mut p = Postings::new(h, lo, hi);
+            std::iter::from_fn(|| p.next(c).expect("next")).collect()
+        }
+        assert_eq!(count(&c, "SELECT COUNT(*) FROM span_attr_blocks"), 1);
+        assert_eq!(
+            count(&c, "SELECT COUNT(*) FROM span_attrs"),
+            33,
+            "shared values: chunks"
+        );
+        let mut stored = entries(&c).expect("entries");
+        stored.sort_unstable();
+        let mut want = all.clone();
+        want.sort_unstable();
+        assert_eq!(stored, want);
+        assert_eq!(walk(&c, 1_000_077, 0, i64::MAX), vec![(77_000_000, 77)]);
+        assert_eq!(walk(&c, 1_000_077, 78_000_000, i64::MAX), vec![]);
+        assert_eq!(walk(&c, 5, 0, i64::MAX), vec![], "a hash no span has");
+        let shared = walk(&c, 1, 10_000_000, 19_000_000);
+        assert_eq!(
+            shared.iter().map(|e| e.1).collect::<Vec<_>>(),
+            (10..20).rev().collect::<Vec<_>>()
+        );
+        assert_eq!(
+            Postings::in_blocks(1, 0, i64::MAX)
+                .count(&c, 10)
+                .expect("count"),
+            0
+        );
+        assert_eq!(
+            Postings::in_blocks(1_000_500, 0, i64::MAX)
+                .count(&c, 10)
+                .expect("count"),
+            1
+        );
+
+        // A later write makes a second block. Half the first block's lone entries go together with
+        // one of the second's (gone seqs far apart), then the rest: blocks shrink, then are deleted.
+        let later: Vec<Entry> = (5000..6000i64)
+            .map(|seq| (2_000_000 + seq, seq * 1_000_000, seq))
+            .collect();
+        let tx = c.transaction().expect("tx");
+        write_entries(&tx, &mut later.clone(), true).expect("write");
+        tx.commit().expect("commit");
+        assert_eq!(count(&c, "SELECT COUNT(*) FROM span_attr_blocks"), 2);
+        let lone: Vec<Entry> = all.iter().copied().filter(|e| e.0 > 7).collect();
+        let mut steps = [lone[..1000].to_vec(), lone[1000..].to_vec(), later.clone()];
+        steps[0].push(later[500]);
+        let sizes = |c: &Connection| -> Vec<i64> {
+            c.prepare("SELECT length(entries) / 24 FROM span_attr_blocks ORDER BY id")
+                .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+                .expect("sizes")
+        };
+        let after = [vec![1000, 999], vec![999], vec![]];
+        for (step, want) in steps.iter_mut().zip(after) {
+            let tx = c.transaction().expect("tx");
+            unindex(&tx, step).expect("unindex");
+            tx.commit().expect("commit");
+            assert_eq!(sizes(&c), want);
+        }
+        assert_eq!(walk(&c, 1_001_500, 0, i64::MAX), vec![]);
+        assert_eq!(walk(&c, 2_005_500, 0, i64::MAX), vec![]);
+        assert_eq!(entries(&c).expect("entries").len(), 2003);
     }
 
     #[test]

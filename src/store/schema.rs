@@ -220,6 +220,22 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX IF NOT EXISTS sessions_running ON sessions(last_ns) WHERE status = 'running';
     "#,
+    // 14: the lone entries of a large attribute index write (a tool call id, held by one span) go into
+    // one block row per write (store::index::Block) instead of a row each on a random page of
+    // `span_attrs`. Searches read blocks by time, `unindex` finds them by seq.
+    r#"
+    CREATE TABLE IF NOT EXISTS span_attr_blocks(
+        id INTEGER PRIMARY KEY,
+        first_seq INTEGER NOT NULL,
+        last_seq INTEGER NOT NULL,
+        min_start INTEGER NOT NULL,
+        max_start INTEGER NOT NULL,
+        bloom BLOB NOT NULL,
+        entries BLOB NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS span_attr_blocks_by_start ON span_attr_blocks(max_start);
+    CREATE INDEX IF NOT EXISTS span_attr_blocks_by_seq ON span_attr_blocks(last_seq);
+    "#,
 ];
 
 pub fn version(conn: &Connection) -> rusqlite::Result<usize> {
