@@ -160,7 +160,7 @@ fn order(entries: &mut Vec<Entry>) {
 
 /// Index writes of at least this many spans put their lone entries in a block (see `Block`); smaller
 /// ones touch few pages anyway, and blocks that small would make searches read many rows.
-pub const BLOCK_MIN_SPANS: usize = 1024;
+const BLOCK_MIN_SPANS: usize = 1024;
 
 /// Writes `entries` (any order; sorted here) as chunks; with `blocks`, the entries of hashes that occur
 /// once in `entries` go into one `Block` instead.
@@ -723,7 +723,7 @@ fn index_seqs(
             }
         }
     }
-    write_entries(tx, &mut entries, true)
+    write_entries(tx, &mut entries, upto - after >= BLOCK_MIN_SPANS as i64)
 }
 
 /// Adds the index rows of an interned resource (idempotent).
