@@ -115,6 +115,10 @@ pub struct ServeArgs {
     /// has been idle this long (e.g. 10m, 30s)
     #[arg(long, env = "AOTEL_SESSION_IDLE", value_parser = parse_duration, default_value = "10m")]
     pub session_idle: std::time::Duration,
+    /// Of the database file, the newest this many bytes stay in the OS page cache after a checkpoint;
+    /// older pages this run wrote are dropped from it once durable (0 keeps everything cached)
+    #[arg(long, env = "AOTEL_PAGE_CACHE_BYTES", default_value_t = 256 << 20)]
+    pub page_cache_bytes: u64,
     /// Allow binding a non-loopback address without both tokens set
     #[arg(long, env = "AOTEL_INSECURE")]
     pub insecure: bool,
@@ -178,6 +182,7 @@ impl ServeArgs {
                 queue_bytes: self.queue_bytes.max(self.max_request_bytes),
                 max_attribute_bytes: self.max_attribute_bytes.max(64),
                 session_idle: self.session_idle.max(std::time::Duration::from_secs(1)),
+                page_cache_keep: Some(self.page_cache_bytes).filter(|b| *b > 0),
                 ..StoreOptions::default()
             },
             max_request_bytes: self.max_request_bytes,

@@ -327,3 +327,117 @@ async fn every_span_of_a_mixed_batch_keeps_its_own_columns() {
     }
     drop(dir);
 }
+
+/// The share of the file's bytes in `from..to` that the OS page cache holds (mincore on a mapping).
+fn resident_share(path: &std::path::Path, from: u64, to: u64) -> f64 {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(path).expect("open db");
+    let page = 4096u64;
+    let from = from / page * page;
+    let len = to.saturating_sub(from) as usize;
+    if len == 0 {
+        return 0.0;
+    }
+    let pages = len.div_ceil(page as usize);
+    let mut vec = vec![0u8; pages];
+    // SAFETY: a read-only shared mapping of an open file, unmapped before returning; mincore only
+    // reports which of its pages are cached and touches none of them.
+    unsafe {
+        let addr = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            from as libc::off_t,
+        );
+        assert_ne!(addr, libc::MAP_FAILED, "mmap the database file");
+        let rc = libc::mincore(addr, len, vec.as_mut_ptr());
+        libc::munmap(addr, len);
+        assert_eq!(rc, 0, "mincore");
+    }
+    vec.iter().filter(|v| *v & 1 == 1).count() as f64 / pages as f64
+}
+
+/// Whether a checkpoint has copied every frame of the WAL into the database file: the wal-index (the
+/// `-shm` file, https://www.sqlite.org/walformat.html) holds the WAL's last frame at byte 16 and the
+/// last frame copied at byte 96, in the machine's byte order.
+fn wal_copied(db: &std::path::Path) -> bool {
+    let mut shm = db.as_os_str().to_owned();
+    shm.push("-shm");
+    let Ok(bytes) = std::fs::read(shm) else {
+        return false;
+    };
+    let word = |at: usize| {
+        bytes
+            .get(at..at + 4)
+            .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    matches!((word(16), word(96)), (Some(last), Some(copied)) if last > 0 && copied == last)
+}
+
+/// Bytes of the database file that hold pages.
+fn used_bytes(db: &std::path::Path) -> u64 {
+    rusqlite::Connection::open(db)
+        .and_then(|c| {
+            c.query_row(
+                "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+        })
+        .expect("page count") as u64
+}
+
+/// Pages of the database file that a checkpoint made durable and that are more than the window behind
+/// its end leave the OS page cache (`--page-cache-bytes`); with the window off they stay. ~24 MB of
+/// spans, a 4 MiB window: the first 20 MB or so are the ones compared.
+#[tokio::test]
+async fn durable_pages_behind_the_window_leave_the_page_cache() {
+    const KEEP: u64 = 4 << 20;
+    let mut shares = Vec::new();
+    for keep in [Some(KEEP), None] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = dir.path().join("a.db");
+        let mut config = aotel::Config::with_db(&db);
+        config.store.page_cache_keep = keep;
+        let server = TestServer::start_with(config).await;
+        let client = reqwest::Client::new();
+        for n in 0..48 {
+            let resp = client
+                .post(server.otlp_http("/v1/traces"))
+                .header("content-type", "application/x-protobuf")
+                .body(common::load_request(0xd1, n, 50, "cache", 10_000))
+                .send()
+                .await
+                .expect("POST");
+            assert!(resp.status().is_success(), "{}", resp.status());
+        }
+        let used = used_bytes(&db);
+        assert!(used > 20 << 20, "the spans take {used} bytes");
+        let early = used - KEEP;
+        // The checkpointer copies the WAL within a few ticks; the window applies after each copy.
+        let share = common::eventually(
+            "a checkpoint copies the spans and the early pages settle",
+            || {
+                if !wal_copied(&db) {
+                    return std::future::ready(None);
+                }
+                let share = resident_share(&db, 0, early);
+                let settled = if keep.is_some() {
+                    share < 0.3
+                } else {
+                    share > 0.9
+                };
+                std::future::ready(settled.then_some(share))
+            },
+        )
+        .await;
+        shares.push(share);
+        drop(server);
+    }
+    assert!(
+        shares[0] < 0.3 && shares[1] > 0.9,
+        "cached share of the early pages with a 4 MiB window / without: {shares:?}"
+    );
+}

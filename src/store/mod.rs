@@ -90,6 +90,9 @@ pub struct StoreOptions {
     pub live_buffer: usize,
     /// How long a session known only from log events stays running after its last record.
     pub session_idle: std::time::Duration,
+    /// Of the database file, the newest this many bytes stay in the OS page cache after a checkpoint;
+    /// older pages that this run wrote are dropped once durable (see `CacheTrim`). None keeps them.
+    pub page_cache_keep: Option<u64>,
 }
 
 impl Default for StoreOptions {
@@ -101,6 +104,7 @@ impl Default for StoreOptions {
             max_attribute_bytes: 256 << 10,
             live_buffer: 1024,
             session_idle: std::time::Duration::from_secs(600),
+            page_cache_keep: Some(256 << 20),
         }
     }
 }
@@ -168,7 +172,7 @@ pub fn open(path: &Path, opts: &StoreOptions) -> Result<Store, StoreError> {
     index::backfill_keys(&mut conn)?;
     index::catch_up(&mut conn)?;
     let reader = Reader::new(path.to_path_buf());
-    let checkpointer = Checkpointer::spawn(path)?;
+    let checkpointer = Checkpointer::spawn(path, opts.page_cache_keep)?;
     let (writer, thread) = writer::spawn(conn, opts)?;
     Ok(Store {
         writer,
@@ -210,7 +214,7 @@ const IDLE_TRUNCATE: u32 = 25;
 const DB_CHUNK_BYTES: std::ffi::c_int = 32 << 20;
 
 impl Checkpointer {
-    fn spawn(path: &Path) -> Result<Checkpointer, StoreError> {
+    fn spawn(path: &Path, keep: Option<u64>) -> Result<Checkpointer, StoreError> {
         use std::sync::atomic::Ordering;
         let conn = Connection::open(path)?;
         let mut chunk: std::ffi::c_int = DB_CHUNK_BYTES;
@@ -224,10 +228,14 @@ impl Checkpointer {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
         let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        let mut trim = match keep {
+            Some(keep) => Some(CacheTrim::new(path, keep, used_bytes(&conn)?)?),
+            None => None,
+        };
         let thread = std::thread::Builder::new()
             .name("aotel-checkpoint".into())
             .spawn(move || {
-                let checkpoint = |mode: &str| {
+                let mut checkpoint = |mode: &str| {
                     let sql = format!("PRAGMA wal_checkpoint({mode})");
                     let done = conn.query_row(&sql, [], |r| {
                         Ok((
@@ -238,7 +246,16 @@ impl Checkpointer {
                     if let Err(e) = &done {
                         tracing::debug!(error = %e, mode, "checkpoint did not run");
                     }
-                    done.ok()
+                    let done = done.ok();
+                    // Everything copied: the file holds (and the checkpoint synced) every page.
+                    if let (Some((wal, copied)), Some(trim)) = (done, trim.as_mut()) {
+                        if wal > 0 && copied == wal {
+                            if let Ok(used) = used_bytes(&conn) {
+                                trim.durable(used);
+                            }
+                        }
+                    }
+                    done
                 };
                 let (mut last, mut idle, mut behind) = (0, 0, 0);
                 let mut wait = CHECKPOINT_EVERY;
@@ -290,6 +307,69 @@ impl Checkpointer {
         }
     }
 }
+
+/// The bytes of the database file that hold pages (the file itself is grown ahead, `DB_CHUNK_BYTES`).
+fn used_bytes(conn: &Connection) -> rusqlite::Result<u64> {
+    conn.query_row(
+        "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|b| b.max(0) as u64)
+}
+
+/// Drops pages of the database file from the OS page cache once they are durable and more than `keep`
+/// bytes behind the file's end, each region once: the span rows that make up most of the file are
+/// rarely read again soon, and every page the file grows by otherwise takes fresh memory from the
+/// kernel. On the virtual machines this runs on, such fresh pages cost 5-8 times more to fill than
+/// recycled ones (writing into a new file: ~0.4-0.5 GB/s; right after another file's pages were
+/// dropped: ~3 GB/s), and filling them was most of the checkpointer's CPU (docs/PERFORMANCE.md).
+/// Pages read or written again later stay cached: a region is dropped only when it leaves the window.
+struct CacheTrim {
+    file: std::fs::File,
+    keep: u64,
+    /// Every byte below this was dropped already (or was there before this run).
+    done: u64,
+}
+
+impl CacheTrim {
+    fn new(path: &Path, keep: u64, used: u64) -> std::io::Result<CacheTrim> {
+        Ok(CacheTrim {
+            file: std::fs::File::open(path)?,
+            keep,
+            done: used,
+        })
+    }
+
+    /// The file's first `used` bytes are durable.
+    fn durable(&mut self, used: u64) {
+        // Retention can shrink the file; what grows again is new.
+        self.done = self.done.min(used);
+        let upto = used.saturating_sub(self.keep);
+        if upto > self.done {
+            drop_cached(&self.file, self.done, upto - self.done);
+            self.done = upto;
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn drop_cached(file: &std::fs::File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return;
+    };
+    // SAFETY: the descriptor is `file`'s, open for the whole call; the call only advises the kernel,
+    // which drops clean cached pages and never loses data.
+    let rc =
+        unsafe { libc::posix_fadvise(file.as_raw_fd(), offset, len, libc::POSIX_FADV_DONTNEED) };
+    if rc != 0 {
+        tracing::debug!(rc, "posix_fadvise(DONTNEED) on the database file failed");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn drop_cached(_: &std::fs::File, _: u64, _: u64) {}
 
 impl Drop for Checkpointer {
     fn drop(&mut self) {
