@@ -347,8 +347,8 @@ async fn chunked_entries_answer_like_checking_every_span() {
     assert_eq!(blocks, 0, "index writes this small make no blocks");
 }
 
-/// The same with index writes large enough that their lone entries (each call id, and the tools that
-/// a window holds once) go into blocks, and a span replaced by a newer copy leaves its block.
+/// The same with index writes large enough that their lone entries (each call id) go into blocks, and a
+/// span replaced by a newer copy leaves its block.
 #[tokio::test]
 async fn entries_in_blocks_answer_like_checking_every_span() {
     let blocks = answers_like_checking_every_span(1500).await;

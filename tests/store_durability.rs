@@ -395,7 +395,6 @@ fn used_bytes(db: &std::path::Path) -> u64 {
 #[tokio::test]
 async fn durable_pages_behind_the_window_leave_the_page_cache() {
     const KEEP: u64 = 4 << 20;
-    let mut shares = Vec::new();
     for keep in [Some(KEEP), None] {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = dir.path().join("a.db");
@@ -416,28 +415,25 @@ async fn durable_pages_behind_the_window_leave_the_page_cache() {
         let used = used_bytes(&db);
         assert!(used > 20 << 20, "the spans take {used} bytes");
         let early = used - KEEP;
-        // The checkpointer copies the WAL within a few ticks; the window applies after each copy.
-        let share = common::eventually(
-            "a checkpoint copies the spans and the early pages settle",
-            || {
-                if !wal_copied(&db) {
-                    return std::future::ready(None);
-                }
-                let share = resident_share(&db, 0, early);
-                let settled = if keep.is_some() {
-                    share < 0.3
-                } else {
-                    share > 0.9
-                };
-                std::future::ready(settled.then_some(share))
-            },
-        )
+        // The checkpointer copies the WAL within a few ticks; the window applies after each copy. With
+        // it, at most a few pages read or rewritten since stay cached; without it, all of them.
+        let what = match keep {
+            Some(_) => "the early pages leave the page cache once copied (4 MiB window)",
+            None => "the early pages stay in the page cache once copied (no window)",
+        };
+        common::eventually(what, || {
+            if !wal_copied(&db) {
+                return std::future::ready(None);
+            }
+            let share = resident_share(&db, 0, early);
+            let settled = if keep.is_some() {
+                share < 0.3
+            } else {
+                share > 0.9
+            };
+            std::future::ready(settled.then_some(()))
+        })
         .await;
-        shares.push(share);
         drop(server);
     }
-    assert!(
-        shares[0] < 0.3 && shares[1] > 0.9,
-        "cached share of the early pages with a 4 MiB window / without: {shares:?}"
-    );
 }
