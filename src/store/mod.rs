@@ -229,7 +229,7 @@ impl Checkpointer {
         let flag = stop.clone();
         let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
         let mut trim = match keep {
-            Some(keep) => Some(CacheTrim::new(path, keep, used_bytes(&conn)?)?),
+            Some(keep) => Some(CacheTrim::new(path, keep, pages_bytes(&conn)?)?),
             None => None,
         };
         let thread = std::thread::Builder::new()
@@ -250,7 +250,7 @@ impl Checkpointer {
                     // Everything copied: the file holds (and the checkpoint synced) every page.
                     if let (Some((wal, copied)), Some(trim)) = (done, trim.as_mut()) {
                         if wal > 0 && copied == wal {
-                            if let Ok(used) = used_bytes(&conn) {
+                            if let Ok(used) = pages_bytes(&conn) {
                                 trim.durable(used);
                             }
                         }
@@ -308,8 +308,9 @@ impl Checkpointer {
     }
 }
 
-/// The bytes of the database file that hold pages (the file itself is grown ahead, `DB_CHUNK_BYTES`).
-fn used_bytes(conn: &Connection) -> rusqlite::Result<u64> {
+/// The bytes of the database file that hold pages, free ones included (the file itself is grown ahead,
+/// `DB_CHUNK_BYTES`).
+fn pages_bytes(conn: &Connection) -> rusqlite::Result<u64> {
     conn.query_row(
         "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
         [],
