@@ -31,7 +31,7 @@ async fn index_written(db: &std::path::Path) {
     .await;
 }
 
-/// Index entries (expanded from their chunks).
+/// Index entries (expanded from their chunks and blocks).
 fn attr_entries(db: &std::path::Path) -> Vec<aotel::store::index::Entry> {
     let c = rusqlite::Connection::open(db).expect("open db");
     let mut e = aotel::store::index::entries(&c).expect("entries");

@@ -186,15 +186,9 @@ async fn size_cap_removes_the_oldest_until_it_fits() {
     // Freed pages leave the file's page count (incremental vacuum), not its free list. The file itself
     // grows and shrinks by whole 32 MiB chunks when the checkpointer does the last copy, so it is at most
     // its pages rounded up to a chunk (exactly its pages when the writer's final checkpoint did it).
-    let pages: u64 = rusqlite::Connection::open(&db)
-        .and_then(|c| {
-            c.query_row(
-                "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-        })
-        .expect("page count") as u64;
+    let pages = rusqlite::Connection::open(&db)
+        .and_then(|c| aotel::store::pages_bytes(&c))
+        .expect("page count");
     assert!(
         pages < used,
         "free pages were handed back: {pages} bytes of pages, {used} used before"

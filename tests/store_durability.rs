@@ -376,19 +376,6 @@ fn wal_copied(db: &std::path::Path) -> bool {
     matches!((word(16), word(96)), (Some(last), Some(copied)) if last > 0 && copied == last)
 }
 
-/// Bytes of the database file that hold pages.
-fn used_bytes(db: &std::path::Path) -> u64 {
-    rusqlite::Connection::open(db)
-        .and_then(|c| {
-            c.query_row(
-                "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-        })
-        .expect("page count") as u64
-}
-
 /// Pages of the database file that a checkpoint made durable and that are more than the window behind
 /// its end leave the OS page cache (`--page-cache-bytes`); with the window off they stay. ~24 MB of
 /// spans, a 4 MiB window: the first 20 MB or so are the ones compared.
@@ -412,7 +399,9 @@ async fn durable_pages_behind_the_window_leave_the_page_cache() {
                 .expect("POST");
             assert!(resp.status().is_success(), "{}", resp.status());
         }
-        let used = used_bytes(&db);
+        let used = rusqlite::Connection::open(&db)
+            .and_then(|c| aotel::store::pages_bytes(&c))
+            .expect("page count");
         assert!(used > 20 << 20, "the spans take {used} bytes");
         let early = used - KEEP;
         // The checkpointer copies the WAL within a few ticks; the window applies after each copy. With

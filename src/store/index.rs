@@ -221,7 +221,7 @@ fn decode_more(more: Option<&[u8]>) -> impl Iterator<Item = (i64, i64)> + '_ {
 /// row per write instead: its entries sorted by hash (`ENTRY_RECORD` bytes each), a Bloom filter over
 /// their hashes, and the span and time range they cover. A lookup reads the filter of every block in
 /// its time range (`BLOOM_BITS_PER_ENTRY` bits per entry) and the entries of the few that match.
-pub struct Block;
+struct Block;
 
 const ENTRY_RECORD: usize = 24;
 const BLOOM_BITS_PER_ENTRY: usize = 10;
@@ -415,7 +415,7 @@ pub fn unindex(tx: &Transaction, gone: &mut [Entry]) -> rusqlite::Result<()> {
     write_entries(tx, &mut kept, false)
 }
 
-/// Every entry, expanded from its chunk: for consistency checks and tests.
+/// Every entry, expanded from its chunk or block: for consistency checks and tests.
 pub fn entries(c: &Connection) -> rusqlite::Result<Vec<Entry>> {
     let mut out = Vec::new();
     let mut stmt = c.prepare("SELECT h, start_ns, seq, more FROM span_attrs")?;

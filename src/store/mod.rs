@@ -309,8 +309,8 @@ impl Checkpointer {
 }
 
 /// The bytes of the database file that hold pages, free ones included (the file itself is grown ahead,
-/// `DB_CHUNK_BYTES`).
-fn pages_bytes(conn: &Connection) -> rusqlite::Result<u64> {
+/// `DB_CHUNK_BYTES`; `retention::used_bytes` leaves the free ones out).
+pub fn pages_bytes(conn: &Connection) -> rusqlite::Result<u64> {
     conn.query_row(
         "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
         [],
