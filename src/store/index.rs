@@ -570,9 +570,7 @@ impl Postings {
         for id in hits {
             let mut rows = entries.query([id])?;
             if let Some(r) = rows.next()? {
-                let found: Vec<(i64, i64)> =
-                    Block::lookup(r.get_ref(0)?.as_blob()?, self.h).collect();
-                self.keep(found.into_iter());
+                self.keep(Block::lookup(r.get_ref(0)?.as_blob()?, self.h));
             }
         }
         Ok(())
