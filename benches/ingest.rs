@@ -1,8 +1,12 @@
 //! Ingest benchmark: drives a release `aotel` (a child process on a fresh database) with concurrent
 //! OTLP exporters (gRPC and HTTP protobuf, agent-shaped spans) and the same load against rotel's
 //! receive-and-drop (`rotel-agent start --exporter blackhole`) in the same run, and prints figures.
+//! The saturation phases of the two alternate for `--rounds` rounds, each starting on a quiet machine,
+//! and the ratio printed last is the median of the rounds': this machine is shared and noisy, and one
+//! pair of phases can be off by a third.
 //!
-//! `cargo bench --bench ingest` (options after `--`: --seconds N --connections N --spans N --rate N).
+//! `cargo bench --bench ingest` (options after `--`: --seconds N --connections N --spans N --rate N
+//! --rounds N).
 
 #[path = "support/agent_load.rs"]
 mod agent_load;
@@ -25,6 +29,7 @@ struct Opts {
     /// `--rate`: the paced phases' rate (default `DEFAULT_RATE`); an external target is driven at it
     /// only when given, else as fast as it goes.
     rate: Option<u64>,
+    rounds: usize,
 }
 
 const DEFAULT_RATE: u64 = 20_000;
@@ -35,6 +40,7 @@ fn opts() -> Opts {
         connections: 8,
         spans: 100,
         rate: None,
+        rounds: 3,
     };
     let args: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -45,6 +51,7 @@ fn opts() -> Opts {
             "--connections" => o.connections = val().map(|v| v as usize).unwrap_or(o.connections),
             "--spans" => o.spans = val().map(|v| v as usize).unwrap_or(o.spans),
             "--rate" => o.rate = val().or(o.rate),
+            "--rounds" => o.rounds = val().map(|v| (v as usize).max(1)).unwrap_or(o.rounds),
             _ => {
                 i += 1;
                 continue;
@@ -346,7 +353,10 @@ fn main() {
         o.seconds,
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     );
-    let child = Command::new(env!("CARGO_BIN_EXE_aotel"))
+    // `AOTEL_BIN`: another build to measure with the same load (an older commit, say).
+    let bin =
+        std::env::var("AOTEL_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_aotel").to_string());
+    let child = Command::new(bin)
         .args([
             "--grpc",
             &format!("127.0.0.1:{grpc}"),
@@ -361,19 +371,56 @@ fn main() {
         .expect("start aotel (cargo bench builds it)");
     assert!(wait_for_port(api), "aotel did not start");
     let pid = child.id();
+    let peer = rotel_binary().map(|bin| {
+        let (rg, rh) = (free_port(), free_port());
+        let child = Command::new(bin)
+            .args(["start", "--exporter", "blackhole"])
+            .args(["--otlp-grpc-endpoint", &format!("127.0.0.1:{rg}")])
+            .args(["--otlp-http-endpoint", &format!("127.0.0.1:{rh}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start rotel");
+        assert!(
+            wait_for_port(rg) && wait_for_port(rh),
+            "rotel did not start"
+        );
+        (child, rg, rh)
+    });
     // One sequence across phases: every request is a new trace, never a duplicate.
     let seq = Arc::new(AtomicU64::new(1));
-    // Paced twice: on a fresh store, and right after the saturation phase (below).
+    // Paced twice: on a fresh store, and right after the saturation phases (below).
     let rate = o.rate.unwrap_or(DEFAULT_RATE);
     let mut paced = rt.block_on(drive(grpc, http, &o, Some(rate), &seq));
     report(&format!("aotel, paced at {rate}/s"), &mut paced);
-    let before = Usage::now(pid);
-    let mut max = rt.block_on(drive(grpc, http, &o, None, &seq));
-    report("aotel, max (ack after commit)", &mut max);
-    Usage::now(pid).since(&before, &max);
+    let mut acked = paced.spans;
+    let (mut ratios, mut aotel_rates, mut peer_rates) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=o.rounds {
+        // aotel checkpoints and writes its index backlog after a saturation phase: neither may run
+        // into the next phase, least of all rotel's.
+        settle();
+        let before = Usage::now(pid);
+        let mut max = rt.block_on(drive(grpc, http, &o, None, &seq));
+        report(&format!("aotel, max (ack after commit) #{round}"), &mut max);
+        Usage::now(pid).since(&before, &max);
+        acked += max.spans;
+        aotel_rates.push(max.rate());
+        if let Some((_, rg, rh)) = &peer {
+            settle();
+            let mut drop = rt.block_on(drive(*rg, *rh, &o, None, &seq));
+            report(&format!("rotel blackhole, max (drop) #{round}"), &mut drop);
+            peer_rates.push(drop.rate());
+            ratios.push(max.rate() / drop.rate());
+            println!(
+                "  ratio aotel/rotel, round {round}: {:.2}",
+                max.rate() / drop.rate()
+            );
+        }
+    }
     // Right after saturation: the WAL it left is still being checkpointed, the index backlog written.
     let mut after = rt.block_on(drive(grpc, http, &o, Some(rate), &seq));
     report(&format!("aotel, paced at {rate}/s after max"), &mut after);
+    acked += after.spans;
     let rss = peak_rss_mb(pid);
     stop(child);
     let conn = rusqlite::Connection::open(&db).expect("open db");
@@ -395,7 +442,6 @@ fn main() {
         bytes as f64 / 1e6,
         bytes as f64 / stored.max(1) as f64
     );
-    let acked = max.spans + paced.spans + after.spans;
     println!(
         "acknowledged {acked}, stored {stored}: {}",
         if stored as u64 >= acked {
@@ -404,32 +450,61 @@ fn main() {
             "MISSING SPANS"
         }
     );
-
-    match rotel_binary() {
+    println!(
+        "aotel max spans/s, median of {} rounds: {:.0}",
+        aotel_rates.len(),
+        median(&mut aotel_rates)
+    );
+    match peer {
         None => println!("rotel: not installed (pip install rotel==0.0.1a15); no peer comparison"),
-        Some(bin) => {
-            let (rg, rh) = (free_port(), free_port());
-            let child = Command::new(bin)
-                .args(["start", "--exporter", "blackhole"])
-                .args(["--otlp-grpc-endpoint", &format!("127.0.0.1:{rg}")])
-                .args(["--otlp-http-endpoint", &format!("127.0.0.1:{rh}")])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start rotel");
-            assert!(
-                wait_for_port(rg) && wait_for_port(rh),
-                "rotel did not start"
-            );
-            let mut peer = rt.block_on(drive(rg, rh, &o, None, &seq));
-            report("rotel blackhole, max (drop)", &mut peer);
+        Some((child, _, _)) => {
             let rotel_rss = peak_rss_mb(child.id());
             stop(child);
-            println!("rotel peak RSS {rotel_rss:.0} MB");
             println!(
-                "ratio aotel/rotel (max spans/s): {:.2}",
-                max.rate() / peer.rate()
+                "rotel max spans/s, median of {} rounds: {:.0}; peak RSS {rotel_rss:.0} MB",
+                peer_rates.len(),
+                median(&mut peer_rates)
+            );
+            let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+            println!(
+                "ratio aotel/rotel (max spans/s), median of {} rounds: {:.2} (rounds: {})",
+                ratios.len(),
+                median(&mut ratios),
+                each.join(", ")
             );
         }
     }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+/// Waits (up to 60 s) until the machine's cores are nearly idle over half a second, and says how long
+/// that took: what one collector left to do (a checkpoint, an index write, the kernel's writeback)
+/// must not run into the other's phase.
+fn settle() {
+    let started = Instant::now();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    while started.elapsed() < Duration::from_secs(60) {
+        let before = procstat::cpu_ticks();
+        std::thread::sleep(Duration::from_millis(500));
+        let busy = procstat::cpu_ticks()[0].saturating_sub(before[0]) as f64;
+        if busy / procstat::TICKS_PER_SECOND / 0.5 < 0.1 * cores {
+            break;
+        }
+    }
+    println!(
+        "  (machine quiet after {:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
 }
