@@ -1,9 +1,9 @@
 //! Ingest benchmark: drives a release `aotel` (a child process on a fresh database) with concurrent
 //! OTLP exporters (gRPC and HTTP protobuf, agent-shaped spans) and the same load against rotel's
 //! receive-and-drop (`rotel-agent start --exporter blackhole`) in the same run, and prints figures.
-//! The saturation phases of the two alternate for `--rounds` rounds, each starting on a quiet machine,
-//! and the ratio printed last is the median of the rounds': this machine is shared and noisy, and one
-//! pair of phases can be off by a third.
+//! The saturation phases of the two alternate (rotel, then aotel) for `--rounds` rounds, each starting
+//! on a quiet machine, and the ratio printed last is the median of the rounds': this machine is shared
+//! and noisy, and one pair of phases can be off by a third.
 //!
 //! `cargo bench --bench ingest` (options after `--`: --seconds N --connections N --spans N --rate N
 //! --rounds N).
@@ -396,8 +396,16 @@ fn main() {
     let mut acked = paced.spans;
     let (mut ratios, mut aotel_rates, mut peer_rates) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=o.rounds {
-        // aotel checkpoints and writes its index backlog after a saturation phase: neither may run
-        // into the next phase, least of all rotel's.
+        // Whatever one collector left to do (a checkpoint, an index write) must not run into the other's
+        // phase. rotel goes first, so that aotel's last phase is followed at once by the paced one.
+        let mut peer_run = None;
+        if let Some((_, rg, rh)) = &peer {
+            settle();
+            let mut run = rt.block_on(drive(*rg, *rh, &o, None, &seq));
+            report(&format!("rotel blackhole, max (drop) #{round}"), &mut run);
+            peer_rates.push(run.rate());
+            peer_run = Some(run);
+        }
         settle();
         let before = Usage::now(pid);
         let mut max = rt.block_on(drive(grpc, http, &o, None, &seq));
@@ -405,15 +413,11 @@ fn main() {
         Usage::now(pid).since(&before, &max);
         acked += max.spans;
         aotel_rates.push(max.rate());
-        if let Some((_, rg, rh)) = &peer {
-            settle();
-            let mut drop = rt.block_on(drive(*rg, *rh, &o, None, &seq));
-            report(&format!("rotel blackhole, max (drop) #{round}"), &mut drop);
-            peer_rates.push(drop.rate());
-            ratios.push(max.rate() / drop.rate());
+        if let Some(run) = peer_run {
+            ratios.push(max.rate() / run.rate());
             println!(
                 "  ratio aotel/rotel, round {round}: {:.2}",
-                max.rate() / drop.rate()
+                max.rate() / run.rate()
             );
         }
     }
@@ -490,8 +494,7 @@ fn median(values: &mut [f64]) -> f64 {
 }
 
 /// Waits (up to 60 s) until the machine's cores are nearly idle over half a second, and says how long
-/// that took: what one collector left to do (a checkpoint, an index write, the kernel's writeback)
-/// must not run into the other's phase.
+/// that took.
 fn settle() {
     let started = Instant::now();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;

@@ -127,8 +127,8 @@ fn newest_first(a: &Entry, b: &Entry) -> std::cmp::Ordering {
 /// Orders `entries` by hash, then newest first. The entries of one span share its start and seq and
 /// come together, so the spans are put in newest-first order (one comparison sort of a few thousand
 /// runs) and a counting sort by hash, filled in that order, leaves every hash's group ordered. Sorting
-/// each group instead was 7% of the writer's instructions under the ingest bench (callgrind): requests
-/// that overlap in time leave a group made of many short runs, which a merging sort does not find.
+/// each group instead was 7% of the writer's instructions (callgrind, `cargo bench --bench writer`):
+/// requests that overlap in time leave a group of many short runs, which a merging sort does not find.
 fn order(entries: &mut Vec<Entry>) {
     use foldhash::{HashMap, HashMapExt};
     // Runs of entries of one (start, seq): (its first entry, first index, end index).
