@@ -356,19 +356,36 @@ impl Block {
             }
             k += seqs[k..].partition_point(|s| *s <= last);
         }
+        if holding.is_empty() {
+            return Ok(());
+        }
         let gone: std::collections::HashSet<(i64, i64)> = gone.iter().map(|e| (e.0, e.2)).collect();
         for id in holding {
-            let bytes: Vec<u8> = tx
-                .prepare_cached("SELECT entries FROM span_attr_blocks WHERE id = ?1")?
-                .query_row([id], |r| r.get(0))?;
-            let kept: Vec<Entry> = records(&bytes)
-                .filter(|e| !gone.contains(&(e.0, e.2)))
-                .collect();
-            if kept.len() < bytes.len() / ENTRY_RECORD {
+            let kept = Block::with_entries(tx, id, |bytes| {
+                let kept: Vec<Entry> = records(bytes)
+                    .filter(|e| !gone.contains(&(e.0, e.2)))
+                    .collect();
+                (kept.len() < bytes.len() / ENTRY_RECORD).then_some(kept)
+            })?;
+            if let Some(kept) = kept.flatten() {
                 Block::store(tx, Some(id), &kept)?;
             }
         }
         Ok(())
+    }
+
+    /// Runs `f` on block `id`'s entries as stored (None if there is no such block).
+    fn with_entries<T>(
+        c: &Connection,
+        id: i64,
+        f: impl FnOnce(&[u8]) -> T,
+    ) -> rusqlite::Result<Option<T>> {
+        let mut stmt = c.prepare_cached("SELECT entries FROM span_attr_blocks WHERE id = ?1")?;
+        let mut rows = stmt.query([id])?;
+        match rows.next()? {
+            Some(r) => Ok(Some(f(r.get_ref(0)?.as_blob()?))),
+            None => Ok(None),
+        }
     }
 }
 
@@ -573,12 +590,8 @@ impl Postings {
         }
         drop(rows);
         self.blocks = (read == BLOCK_ROWS).then_some(at);
-        let mut entries = c.prepare_cached("SELECT entries FROM span_attr_blocks WHERE id = ?1")?;
         for id in hits {
-            let mut rows = entries.query([id])?;
-            if let Some(r) = rows.next()? {
-                self.keep(Block::lookup(r.get_ref(0)?.as_blob()?, self.h));
-            }
+            Block::with_entries(c, id, |bytes| self.keep(Block::lookup(bytes, self.h)))?;
         }
         Ok(())
     }
