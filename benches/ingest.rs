@@ -15,6 +15,7 @@ mod procstat;
 
 use agent_load::request;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use procstat::ThreadUse;
 use prost::Message;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -214,37 +215,6 @@ struct Usage {
     threads: Vec<ThreadUse>,
     written: u64,
     cpu: [u64; 4],
-}
-
-/// One kind of aotel's threads, summed (from /proc).
-#[derive(Clone, Copy)]
-struct ThreadUse {
-    cpu_ns: u64,
-    wait_ns: u64,
-    kernel_ns: u64,
-    written: u64,
-}
-
-impl ThreadUse {
-    fn of(pid: &str, name: &str) -> ThreadUse {
-        let (cpu_ns, wait_ns) = procstat::thread_times(pid, name);
-        let (written, kernel_ns) = procstat::thread_io(pid, name);
-        ThreadUse {
-            cpu_ns,
-            wait_ns,
-            kernel_ns,
-            written,
-        }
-    }
-
-    fn since(self, before: ThreadUse) -> ThreadUse {
-        ThreadUse {
-            cpu_ns: self.cpu_ns.saturating_sub(before.cpu_ns),
-            wait_ns: self.wait_ns.saturating_sub(before.wait_ns),
-            kernel_ns: self.kernel_ns.saturating_sub(before.kernel_ns),
-            written: self.written.saturating_sub(before.written),
-        }
-    }
 }
 
 /// aotel's busy threads, by the name /proc shows (15 bytes at most), and what to call them.

@@ -10,11 +10,12 @@
 #[path = "support/agent_load.rs"]
 mod agent_load;
 #[path = "support/procstat.rs"]
-#[allow(dead_code)] // shared with the ingest bench; only thread_times is used here
+#[allow(dead_code)] // shared with the ingest bench; only ThreadUse is used here
 mod procstat;
 
 use aotel::model::Batch;
 use aotel::store::{self, StoreOptions};
+use procstat::ThreadUse;
 use std::time::{Duration, Instant};
 
 fn arg(name: &str, default: u64) -> u64 {
@@ -44,8 +45,8 @@ fn main() {
     let writer = opened.writer.clone();
     let seq = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1));
     let before = (
-        procstat::thread_times("self", "aotel-writer"),
-        procstat::thread_times("self", "bench-submit"),
+        ThreadUse::of("self", "aotel-writer"),
+        ThreadUse::of("self", "bench-submit"),
     );
     let started = Instant::now();
     let stored: usize = rt.block_on(async {
@@ -87,20 +88,21 @@ fn main() {
     });
     let elapsed = started.elapsed().as_secs_f64();
     let after = (
-        procstat::thread_times("self", "aotel-writer"),
-        procstat::thread_times("self", "bench-submit"),
+        ThreadUse::of("self", "aotel-writer"),
+        ThreadUse::of("self", "bench-submit"),
     );
     drop(writer);
     rt.block_on(opened.close()).expect("close store");
-    let per_span = |a: u64, b: u64| (a - b) as f64 / 1e3 / stored.max(1) as f64;
+    let (writer_use, submit_use) = (after.0.since(before.0), after.1.since(before.1));
+    let per_span = |ns: u64| ns as f64 / 1e3 / stored.max(1) as f64;
     println!(
         "writer bench: {tasks} tasks, {spans} spans/batch, {stored} spans in {elapsed:.1} s = {:.0} spans/s",
         stored as f64 / elapsed
     );
     println!(
         "writer thread: {:.2} us CPU/span ({:.2} us/span waiting for a CPU); submitting thread (prepare): {:.2} us CPU/span",
-        per_span(after.0 .0, before.0 .0),
-        per_span(after.0 .1, before.0 .1),
-        per_span(after.1 .0, before.1 .0),
+        per_span(writer_use.cpu_ns),
+        per_span(writer_use.wait_ns),
+        per_span(submit_use.cpu_ns),
     );
 }

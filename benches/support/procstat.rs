@@ -15,39 +15,55 @@ fn each_thread(pid: &str, name: &str, mut f: impl FnMut(&std::path::Path)) {
     }
 }
 
-/// (on-CPU ns, run-queue wait ns) summed over the threads of `pid` named `name`.
-pub fn thread_times(pid: &str, name: &str) -> (u64, u64) {
-    let mut total = (0, 0);
-    each_thread(pid, name, |task| {
-        let stat = std::fs::read_to_string(task.join("schedstat")).unwrap_or_default();
-        let mut f = stat
-            .split_whitespace()
-            .map(|v| v.parse::<u64>().unwrap_or(0));
-        total.0 += f.next().unwrap_or(0);
-        total.1 += f.next().unwrap_or(0);
-    });
-    total
+/// What threads of one name used, summed (from /proc).
+#[derive(Clone, Copy, Default)]
+pub struct ThreadUse {
+    /// On-CPU time.
+    pub cpu_ns: u64,
+    /// Time runnable but waiting for a core.
+    pub wait_ns: u64,
+    /// Of `cpu_ns`, the kernel's: how much of a thread's time is system calls and faults.
+    pub kernel_ns: u64,
+    /// Bytes handed to write calls: which thread writes what (aotel's writer the WAL, its
+    /// checkpointer the database file).
+    pub written: u64,
 }
 
-/// (bytes handed to write calls, ns of CPU in the kernel) summed over the threads of `pid` named
-/// `name`: which thread writes what (aotel's writer the WAL, its checkpointer the database file), and
-/// how much of a thread's time is the kernel's.
-pub fn thread_io(pid: &str, name: &str) -> (u64, u64) {
-    let mut total = (0, 0);
-    each_thread(pid, name, |task| {
-        let io = std::fs::read_to_string(task.join("io")).unwrap_or_default();
-        total.0 += field(&io, "wchar:");
-        // stime is the 15th field of stat; the name (2nd) may hold spaces, so count after its ')'.
-        let stat = std::fs::read_to_string(task.join("stat")).unwrap_or_default();
-        let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-        let ticks: u64 = after_name
-            .split_whitespace()
-            .nth(12)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        total.1 += (ticks as f64 / TICKS_PER_SECOND * 1e9) as u64;
-    });
-    total
+impl ThreadUse {
+    /// Summed over the threads of `pid` named `name`, in one pass over them.
+    pub fn of(pid: &str, name: &str) -> ThreadUse {
+        let mut total = ThreadUse::default();
+        each_thread(pid, name, |task| {
+            let read = |file: &str| std::fs::read_to_string(task.join(file)).unwrap_or_default();
+            let sched = read("schedstat");
+            let mut times = sched
+                .split_whitespace()
+                .map(|v| v.parse::<u64>().unwrap_or(0));
+            total.cpu_ns += times.next().unwrap_or(0);
+            total.wait_ns += times.next().unwrap_or(0);
+            total.written += field(&read("io"), "wchar:");
+            // stime is the 15th field of stat; the name (2nd) may hold spaces, so count after its ')'.
+            let stat = read("stat");
+            let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+            let ticks: u64 = after_name
+                .split_whitespace()
+                .nth(12)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            total.kernel_ns += (ticks as f64 / TICKS_PER_SECOND * 1e9) as u64;
+        });
+        total
+    }
+
+    /// What was used between `before` and this.
+    pub fn since(self, before: ThreadUse) -> ThreadUse {
+        ThreadUse {
+            cpu_ns: self.cpu_ns.saturating_sub(before.cpu_ns),
+            wait_ns: self.wait_ns.saturating_sub(before.wait_ns),
+            kernel_ns: self.kernel_ns.saturating_sub(before.kernel_ns),
+            written: self.written.saturating_sub(before.written),
+        }
+    }
 }
 
 /// The number after `key` in a `key value` line of a /proc file.
