@@ -364,18 +364,16 @@ fn main() {
     let mut paced = rt.block_on(drive(grpc, http, &o, Some(rate), &seq));
     report(&format!("aotel, paced at {rate}/s"), &mut paced);
     let mut acked = paced.spans;
-    let (mut ratios, mut aotel_rates, mut peer_rates) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut aotel_rates, mut peer_rates) = (Vec::new(), Vec::new());
     for round in 1..=o.rounds {
         // Whatever one collector left to do (a checkpoint, an index write) must not run into the other's
         // phase. rotel goes first, so that aotel's last phase is followed at once by the paced one.
-        let mut peer_run = None;
-        if let Some((_, rg, rh)) = &peer {
+        let peer_rate = peer.as_ref().map(|(_, rg, rh)| {
             settle();
             let mut run = rt.block_on(drive(*rg, *rh, &o, None, &seq));
             report(&format!("rotel blackhole, max (drop) #{round}"), &mut run);
-            peer_rates.push(run.rate());
-            peer_run = Some(run);
-        }
+            run.rate()
+        });
         settle();
         let before = Usage::now(pid);
         let mut max = rt.block_on(drive(grpc, http, &o, None, &seq));
@@ -383,11 +381,11 @@ fn main() {
         Usage::now(pid).since(&before, &max);
         acked += max.spans;
         aotel_rates.push(max.rate());
-        if let Some(run) = peer_run {
-            ratios.push(max.rate() / run.rate());
+        if let Some(rate) = peer_rate {
+            peer_rates.push(rate);
             println!(
                 "  ratio aotel/rotel, round {round}: {:.2}",
-                max.rate() / run.rate()
+                max.rate() / rate
             );
         }
     }
@@ -427,7 +425,7 @@ fn main() {
     println!(
         "aotel max spans/s, median of {} rounds: {:.0}",
         aotel_rates.len(),
-        median(&mut aotel_rates)
+        median(&aotel_rates)
     );
     match peer {
         None => println!("rotel: not installed (pip install rotel==0.0.1a15); no peer comparison"),
@@ -437,23 +435,27 @@ fn main() {
             println!(
                 "rotel max spans/s, median of {} rounds: {:.0}; peak RSS {rotel_rss:.0} MB",
                 peer_rates.len(),
-                median(&mut peer_rates)
+                median(&peer_rates)
             );
+            let ratios: Vec<f64> = (aotel_rates.iter().zip(&peer_rates))
+                .map(|(a, p)| a / p)
+                .collect();
             let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
             println!(
                 "ratio aotel/rotel (max spans/s), median of {} rounds: {:.2} (rounds: {})",
                 ratios.len(),
-                median(&mut ratios),
+                median(&ratios),
                 each.join(", ")
             );
         }
     }
 }
 
-fn median(values: &mut [f64]) -> f64 {
+fn median(values: &[f64]) -> f64 {
     if values.is_empty() {
         return f64::NAN;
     }
+    let mut values = values.to_vec();
     values.sort_by(f64::total_cmp);
     let n = values.len();
     if n % 2 == 1 {
