@@ -179,7 +179,8 @@ async fn a_schema_10_database_gets_service_and_time_entries_at_startup() {
     );
 
     // A schema-10 file: the same spans and attribute entries, the spans table's own service and time
-    // indexes, and none of the entries that replace them.
+    // indexes and its (trace id, span id) index, no trace numbers, and none of the entries that
+    // replace them.
     {
         let c = rusqlite::Connection::open(&db).expect("open db");
         let mut gone: Vec<_> = indexed.iter().filter(keys).copied().collect();
@@ -189,6 +190,10 @@ async fn a_schema_10_database_gets_service_and_time_entries_at_startup() {
             "CREATE INDEX spans_by_service ON spans(service, start_ns);
              CREATE INDEX spans_by_start ON spans(start_ns);
              CREATE INDEX session_traces_by_trace ON session_traces(trace_id);
+             DROP INDEX spans_by_id;
+             ALTER TABLE spans DROP COLUMN tn;
+             DROP TABLE traces;
+             CREATE UNIQUE INDEX spans_by_id ON spans(trace_id, span_id);
              PRAGMA user_version = 10;",
         )
         .expect("schema 10");

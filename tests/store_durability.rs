@@ -168,6 +168,17 @@ async fn a_version_1_database_is_migrated_and_keeps_its_data() {
     assert_eq!(s["spans"], 2);
     assert_eq!(s["tool_calls"], 1);
     assert!(s["updated_seq"].as_i64().unwrap_or(0) > 7, "{s}");
+    // Version 15 numbered the old trace: a copy of the old span is still the same span, and the
+    // trace is found by its id with the old span and the new one in it.
+    export(&server, vec![root_span()]).await;
+    assert_eq!(session(&server).await["spans"], 2);
+    let trace = server
+        .get_json(&format!("/api/trace/{}", "11".repeat(16)))
+        .await;
+    let root = &trace["spans"][0];
+    assert_eq!(root["span_id"], "ee".repeat(8), "{trace}");
+    assert_eq!(root["children"][0]["span_id"], "03".repeat(8), "{trace}");
+    assert_eq!(trace["spans"].as_array().map(Vec::len), Some(1), "{trace}");
     server.stop().await;
 
     let conn = rusqlite::Connection::open(&db).expect("reopen");

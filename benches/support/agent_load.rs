@@ -4,13 +4,24 @@ use aotel::model::attrs::{kv_f64, kv_i64, kv_str};
 use aotel::model::{ExportTraceServiceRequest, Resource, ResourceSpans, ScopeSpans, Span};
 
 /// A session-shaped request: an invoke_agent root and tool spans with ~256-byte arguments and results.
+/// Ids and the session key look random, as an OpenTelemetry SDK and an agent make them: ids that grow
+/// with `seq` would let every index keyed by them append at its end, which real traffic never does.
 pub fn request(seq: u64, spans: usize) -> ExportTraceServiceRequest {
+    let (hi, lo) = (splitmix(seq), splitmix(!seq));
     let mut trace_id = [0u8; 16];
-    trace_id[..8].copy_from_slice(&seq.to_be_bytes());
-    trace_id[8..].copy_from_slice(&0xa07e1u64.to_be_bytes());
+    trace_id[..8].copy_from_slice(&hi.to_be_bytes());
+    trace_id[8..].copy_from_slice(&lo.to_be_bytes());
     let t0 = 1_764_000_000_000_000_000u64 + seq * 1_000_000;
-    let root_id = 1u64.to_be_bytes().to_vec();
-    let session = format!("bench-{seq}");
+    let span_id = |i: u64| splitmix(hi ^ i).to_be_bytes().to_vec();
+    let root_id = span_id(0);
+    let session = format!(
+        "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
+        lo >> 32,
+        (lo >> 16) & 0xffff,
+        lo & 0xfff,
+        hi >> 52,
+        hi & 0xffff_ffff_ffff
+    );
     let mut out = Vec::with_capacity(spans);
     out.push(Span {
         trace_id: trace_id.to_vec(),
@@ -32,7 +43,7 @@ pub fn request(seq: u64, spans: usize) -> ExportTraceServiceRequest {
     for i in 1..spans as u64 {
         out.push(Span {
             trace_id: trace_id.to_vec(),
-            span_id: (i + 1).to_be_bytes().to_vec(),
+            span_id: span_id(i),
             parent_span_id: root_id.clone(),
             name: "execute_tool Bash".into(),
             start_time_unix_nano: t0 + i * 1_000_000,
@@ -61,4 +72,12 @@ pub fn request(seq: u64, spans: usize) -> ExportTraceServiceRequest {
             ..Default::default()
         }],
     }
+}
+
+/// SplitMix64: a bijection, so distinct inputs give distinct ids.
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }

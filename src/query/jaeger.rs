@@ -7,7 +7,7 @@
 use super::search::{self, parse_trace_id, SearchParams};
 use super::traceql::{parse_duration, Cond, Expr, Field, Literal, Op, Scope};
 use crate::model::{any_value::Value as Av, ids, AnyValue, KeyValue, ResourceSpans};
-use crate::store::{spans_where, to_resource_spans, StoreError, StoredSpan};
+use crate::store::{to_resource_spans, StoreError, StoredSpan};
 use crate::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
@@ -596,7 +596,7 @@ fn jaeger_span(s: &StoredSpan, process_id: String) -> JSpan {
 }
 
 fn load_trace(c: &rusqlite::Connection, id: &[u8]) -> Result<Vec<StoredSpan>, StoreError> {
-    spans_where(c, "trace_id = ?1 ORDER BY start_ns, seq", [id])
+    crate::store::spans_of_trace(c, id)
 }
 
 // ---------------------------------------------------------------------------------------------

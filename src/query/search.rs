@@ -621,7 +621,10 @@ impl Walk<'_> {
 
 fn trace_duration_ok(c: &Connection, trace_id: &[u8], p: &SearchParams) -> rusqlite::Result<bool> {
     let (lo, hi): (Option<i64>, Option<i64>) = c
-        .prepare_cached("SELECT MIN(start_ns), MAX(end_ns) FROM spans WHERE trace_id = ?1")?
+        .prepare_cached(concat!(
+            "SELECT MIN(start_ns), MAX(end_ns) FROM spans WHERE ",
+            crate::store::trace_spans!()
+        ))?
         .query_row([trace_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
     let d = hi.unwrap_or(0).saturating_sub(lo.unwrap_or(0));
     Ok(p.trace_min_duration.is_none_or(|m| d >= m) && p.trace_max_duration.is_none_or(|m| d <= m))
@@ -644,34 +647,42 @@ pub struct Summary {
 pub fn summary(c: &Connection, trace_id: &[u8]) -> rusqlite::Result<Summary> {
     let mut s = Summary::default();
     let (lo, hi, count): (Option<i64>, Option<i64>, i64) = c
-        .prepare_cached(
-            "SELECT MIN(start_ns), MAX(end_ns), COUNT(*) FROM spans WHERE trace_id = ?1",
-        )?
+        .prepare_cached(concat!(
+            "SELECT MIN(start_ns), MAX(end_ns), COUNT(*) FROM spans WHERE ",
+            crate::store::trace_spans!()
+        ))?
         .query_row([trace_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
     s.start_ns = lo.unwrap_or(0);
     s.end_ns = hi.unwrap_or(0).max(s.start_ns);
     s.spans = count;
     if let Some((service, name)) = c
-        .prepare_cached(
-            "SELECT service, name FROM spans WHERE trace_id = ?1 AND parent_span_id IS NULL ORDER BY start_ns, seq LIMIT 1",
-        )?
-        .query_row([trace_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .prepare_cached(concat!(
+            "SELECT service, name FROM spans WHERE ",
+            crate::store::trace_spans!(),
+            " AND parent_span_id IS NULL ORDER BY start_ns, seq LIMIT 1"
+        ))?
+        .query_row([trace_id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })
         .optional()?
     {
         s.root_service = Some(service);
         s.root_name = Some(name);
     }
     s.services = c
-        .prepare_cached(
-            "SELECT service, COUNT(*), SUM(status = 2) FROM spans WHERE trace_id = ?1 GROUP BY service ORDER BY service",
-        )?
+        .prepare_cached(concat!(
+            "SELECT service, COUNT(*), SUM(status = 2) FROM spans WHERE ",
+            crate::store::trace_spans!(),
+            " GROUP BY service ORDER BY service"
+        ))?
         .query_map([trace_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<rusqlite::Result<_>>()?;
     s.errors = s.services.iter().map(|x| x.2).sum();
     s.orphans = c
         .prepare_cached(
-            "SELECT COUNT(*) FROM spans c WHERE c.trace_id = ?1 AND c.parent_span_id IS NOT NULL
-             AND NOT EXISTS (SELECT 1 FROM spans p WHERE p.trace_id = ?1 AND p.span_id = c.parent_span_id)",
+            "SELECT COUNT(*) FROM spans c WHERE c.tn = (SELECT tn FROM traces WHERE trace_id = ?1)
+             AND c.parent_span_id IS NOT NULL
+             AND NOT EXISTS (SELECT 1 FROM spans p WHERE p.tn = c.tn AND p.span_id = c.parent_span_id)",
         )?
         .query_row([trace_id], |r| r.get(0))?;
     Ok(s)
@@ -726,9 +737,9 @@ pub fn dependencies(
     let seqs = newest_seqs(c, lo, hi, MAX_INSPECTED)?;
     c.prepare_cached(
         "SELECT p.service, k.service, COUNT(*) FROM
-            (SELECT trace_id, parent_span_id, service FROM spans
+            (SELECT tn, parent_span_id, service FROM spans
              WHERE seq IN (SELECT value FROM json_each(?1)) AND parent_span_id IS NOT NULL) k
-         JOIN spans p ON p.trace_id = k.trace_id AND p.span_id = k.parent_span_id
+         JOIN spans p ON p.tn = k.tn AND p.span_id = k.parent_span_id
          WHERE p.service != k.service
          GROUP BY p.service, k.service ORDER BY p.service, k.service",
     )?

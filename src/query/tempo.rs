@@ -6,7 +6,7 @@
 use super::search::{self, parse_trace_id, Matched, SearchParams};
 use super::traceql::{self, parse_duration, Cond, Expr, Field, Literal, Op, Scope};
 use crate::model::{any_value::Value as Av, attrs, ids, ResourceSpans};
-use crate::store::{spans_where, to_resource_spans, StoreError};
+use crate::store::{to_resource_spans, StoreError};
 use crate::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -150,7 +150,7 @@ async fn load(app: &AppState, trace_id: &str) -> Result<Vec<ResourceSpans>, Temp
     })?;
     let spans = app
         .reader
-        .with(move |c| spans_where(c, "trace_id = ?1 ORDER BY start_ns, seq", [id]))
+        .with(move |c| crate::store::spans_of_trace(c, &id))
         .await?;
     if spans.is_empty() {
         return Err(TempoError(

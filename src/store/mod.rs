@@ -9,20 +9,29 @@ pub mod session;
 pub mod stats;
 mod writer;
 
-pub(crate) use read::spans_where;
+pub(crate) use read::{spans_of_trace, spans_where};
 
 /// SQL for "the spans of session `?1`" (a literal, for `concat!`). Spans have no session index, which
 /// cost every span an insert: a session's traces (`session_traces`, one row per trace) lead to its
-/// spans through the trace id index.
+/// spans through their trace numbers (`traces`) and the spans' (tn, span_id) index.
 macro_rules! session_spans {
     () => {
-        "trace_id IN (SELECT trace_id FROM session_traces WHERE session = ?1) AND session = ?1"
+        "tn IN (SELECT t.tn FROM session_traces s JOIN traces t ON t.trace_id = s.trace_id
+                WHERE s.session = ?1) AND session = ?1"
+    };
+}
+
+/// SQL for "the spans of trace id `?1`" (a literal, for `concat!`): spans are indexed by their
+/// trace's number (schema version 15), which `traces` gives; a trace it does not know has none.
+macro_rules! trace_spans {
+    () => {
+        "tn = (SELECT tn FROM traces WHERE trace_id = ?1)"
     };
 }
 pub use read::{to_resource_logs, to_resource_spans, Reader, SessionFilter, StoredLog, StoredSpan};
 pub use session::SessionRow;
-pub(crate) use session_spans;
 pub use writer::{FileOffset, Receipt, Reservation, Writer};
+pub(crate) use {session_spans, trace_spans};
 
 use crate::model::facts::{LogFacts, SpanFacts};
 use crate::model::{ids, LogRecord, Span};

@@ -141,8 +141,7 @@ impl Reader {
     }
 
     pub async fn trace_spans(&self, trace_id: Vec<u8>) -> Result<Vec<StoredSpan>, StoreError> {
-        self.with(move |c| spans_where(c, "trace_id = ?1 ORDER BY start_ns, seq", [trace_id]))
-            .await
+        self.with(move |c| spans_of_trace(c, &trace_id)).await
     }
 
     pub async fn trace_logs(&self, trace_id: Vec<u8>) -> Result<Vec<StoredLog>, StoreError> {
@@ -157,7 +156,8 @@ impl Reader {
         span_id: Vec<u8>,
     ) -> Result<Option<StoredSpan>, StoreError> {
         self.with(move |c| {
-            Ok(spans_where(c, "trace_id = ?1 AND span_id = ?2", [trace_id, span_id])?.pop())
+            let condition = concat!(super::trace_spans!(), " AND span_id = ?2");
+            Ok(spans_where(c, condition, [trace_id, span_id])?.pop())
         })
         .await
     }
@@ -299,6 +299,18 @@ fn decoded_where<T: Message + Default, P: rusqlite::Params>(
 }
 
 /// Loads spans matching a fixed SQL condition (never user text) with bound parameters.
+/// Every span of a trace, in start order.
+pub(crate) fn spans_of_trace(
+    c: &Connection,
+    trace_id: &[u8],
+) -> Result<Vec<StoredSpan>, StoreError> {
+    spans_where(
+        c,
+        concat!(super::trace_spans!(), " ORDER BY start_ns, seq"),
+        [trace_id],
+    )
+}
+
 pub(crate) fn spans_where<P: rusqlite::Params>(
     c: &Connection,
     condition: &str,

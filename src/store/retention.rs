@@ -157,10 +157,12 @@ pub fn step(
             .query_map([key], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
         for trace in &traces {
-            index_entries(&tx, "trace_id = ?1", trace, &mut unindexed)?;
+            index_entries(&tx, super::trace_spans!(), trace, &mut unindexed)?;
             report.spans += tx
-                .prepare_cached("DELETE FROM spans WHERE trace_id = ?1")?
+                .prepare_cached(concat!("DELETE FROM spans WHERE ", super::trace_spans!()))?
                 .execute([trace])? as u64;
+            tx.prepare_cached("DELETE FROM traces WHERE trace_id = ?1")?
+                .execute([trace])?;
             report.logs += tx
                 .prepare_cached("DELETE FROM logs WHERE trace_id = ?1")?
                 .execute([trace])? as u64;

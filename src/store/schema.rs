@@ -236,6 +236,19 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX IF NOT EXISTS span_attr_blocks_by_start ON span_attr_blocks(max_start);
     CREATE INDEX IF NOT EXISTS span_attr_blocks_by_seq ON span_attr_blocks(last_seq);
     "#,
+    // 15: spans are identified by (trace number, span id). Trace ids are random, so a unique index
+    // led by them took each new trace's spans to a random page of an index as large as the spans are
+    // many; past the page cache every new trace read one back and split it. `traces` numbers each
+    // trace in order of arrival: one small entry per trace, and the spans' index grows at its end.
+    // Numbers are given in order of each trace's first span, as the writer would have.
+    r#"
+    CREATE TABLE traces(tn INTEGER PRIMARY KEY, trace_id BLOB NOT NULL UNIQUE);
+    INSERT INTO traces(trace_id) SELECT trace_id FROM spans GROUP BY trace_id ORDER BY MIN(seq);
+    ALTER TABLE spans ADD COLUMN tn INTEGER NOT NULL DEFAULT 0;
+    UPDATE spans SET tn = (SELECT tn FROM traces t WHERE t.trace_id = spans.trace_id);
+    DROP INDEX spans_by_id;
+    CREATE UNIQUE INDEX spans_by_id ON spans(tn, span_id);
+    "#,
 ];
 
 pub fn version(conn: &Connection) -> rusqlite::Result<usize> {

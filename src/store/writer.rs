@@ -416,6 +416,8 @@ struct Pending {
     backlog: Backlog,
     /// Seqs of replaced span copies whose rows may still be in the writer's backlog.
     replaced: Vec<i64>,
+    /// The numbers (`traces.tn`) of the traces this transaction wrote spans of.
+    trace_numbers: HashMap<Vec<u8>, i64>,
 }
 
 impl WriterState {
@@ -809,18 +811,22 @@ const FLAG_IN_PROGRESS: i64 = 1;
 /// its text).
 const INSERT_SPAN: &str = "INSERT INTO spans(seq, trace_id, span_id, parent_span_id, session, name, kind,
         start_ns, end_ns, status, service, operation, tool, agent, model, flags, input_tokens, output_tokens,
-        cache_read_tokens, cache_creation_tokens, cost_usd, resource_id, scope_id, body)
+        cache_read_tokens, cache_creation_tokens, cost_usd, resource_id, scope_id, body, tn)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21,
-        ?22, ?23, ?24)
-     ON CONFLICT(trace_id, span_id) DO NOTHING";
+        ?22, ?23, ?24, ?25)
+     ON CONFLICT(tn, span_id) DO NOTHING";
 
-/// A span's INSERT parameters (?1 to ?24 of `INSERT_SPAN`, the same for the UPDATE that replaces a copy).
-fn span_row(
-    span: &PreparedSpan,
+/// Where a span goes: its seq, and the ids of its trace's number, resource and scope.
+#[derive(Clone, Copy)]
+struct Place {
     seq: i64,
+    tn: i64,
     resource_id: i64,
     scope_id: i64,
-) -> [ToSqlOutput<'_>; 24] {
+}
+
+/// A span's INSERT parameters (?1 to ?25 of `INSERT_SPAN`, the same for the UPDATE that replaces a copy).
+fn span_row(span: &PreparedSpan, at: Place) -> [ToSqlOutput<'_>; 25] {
     fn int(v: i64) -> ToSqlOutput<'static> {
         ToSqlOutput::Owned(Value::Integer(v))
     }
@@ -835,7 +841,7 @@ fn span_row(
     let f = &span.facts;
     let u = &f.usage;
     [
-        int(seq),
+        int(at.seq),
         blob(&span.trace_id),
         blob(&span.span_id),
         span.parent_span_id
@@ -858,9 +864,10 @@ fn span_row(
         int(u.cache_read_tokens),
         int(u.cache_creation_tokens),
         ToSqlOutput::Owned(Value::Real(u.cost_usd)),
-        int(resource_id),
-        int(scope_id),
+        int(at.resource_id),
+        int(at.scope_id),
         blob(&span.body),
+        int(at.tn),
     ]
 }
 
@@ -870,7 +877,7 @@ fn span_row(
 /// (which was an eighth of the writer's instructions).
 struct SpanInsert<'s, 'a> {
     stmt: rusqlite::CachedStatement<'s>,
-    bound: Option<[ToSqlOutput<'a>; 24]>,
+    bound: Option<[ToSqlOutput<'a>; 25]>,
 }
 
 impl<'s, 'a> SpanInsert<'s, 'a> {
@@ -882,7 +889,7 @@ impl<'s, 'a> SpanInsert<'s, 'a> {
     }
 
     /// Runs the INSERT with `row`, which it keeps to compare the next row with.
-    fn execute(&mut self, row: [ToSqlOutput<'a>; 24]) -> rusqlite::Result<usize> {
+    fn execute(&mut self, row: [ToSqlOutput<'a>; 25]) -> rusqlite::Result<usize> {
         // Forgotten until the run succeeded: after any failure the next run binds everything.
         let last = self.bound.take();
         for (i, value) in row.iter().enumerate() {
@@ -908,10 +915,16 @@ fn store_span<'a>(
 ) -> Result<bool, StoreError> {
     let f = &span.facts;
     let seq = *next_seq;
-    let inserted = insert.execute(span_row(span, seq, resource_id, scope_id))?;
+    let at = Place {
+        seq,
+        tn: trace_number(tx, pending, &span.trace_id)?,
+        resource_id,
+        scope_id,
+    };
+    let inserted = insert.execute(span_row(span, at))?;
     let mut replaced: Option<SpanFacts> = None;
     if inserted == 0 {
-        let Some(old) = previous_copy(tx, span, resource_id, scope_id)? else {
+        let Some(old) = previous_copy(tx, span, at)? else {
             return Ok(false);
         };
         if old.same {
@@ -930,11 +943,9 @@ fn store_span<'a>(
                 agent = ?14, model = ?15, flags = ?16, input_tokens = ?17, output_tokens = ?18,
                 cache_read_tokens = ?19, cache_creation_tokens = ?20, cost_usd = ?21, resource_id = ?22,
                 scope_id = ?23, body = ?24
-             WHERE trace_id = ?2 AND span_id = ?3",
+             WHERE tn = ?25 AND span_id = ?3 AND trace_id = ?2",
         )?
-        .execute(rusqlite::params_from_iter(
-            span_row(span, seq, resource_id, scope_id).iter(),
-        ))?;
+        .execute(rusqlite::params_from_iter(span_row(span, at).iter()))?;
         session_mut(tx, pending, &old.facts.session, &old.facts.service)?
             .counters
             .apply_span(&old.facts, old.end_ns, -1);
@@ -997,21 +1008,20 @@ struct OldCopy {
 fn previous_copy(
     tx: &Transaction,
     span: &PreparedSpan,
-    resource_id: i64,
-    scope_id: i64,
+    at: Place,
 ) -> rusqlite::Result<Option<OldCopy>> {
     let body = &span.body[..];
     tx.prepare_cached(
         "SELECT body, resource_id, scope_id, session, service, operation, tool, agent, model, flags, status,
             parent_span_id IS NULL, end_ns, input_tokens, output_tokens, cache_read_tokens,
             cache_creation_tokens, cost_usd, name, seq, start_ns
-         FROM spans WHERE trace_id = ?1 AND span_id = ?2",
+         FROM spans WHERE tn = ?1 AND span_id = ?2",
     )?
-    .query_row(params![span.trace_id, span.span_id], |r| {
+    .query_row(params![at.tn, span.span_id], |r| {
         let old_body = r.get_ref(0)?.as_blob()?;
         let same = old_body == body
-            && r.get::<_, i64>(1)? == resource_id
-            && r.get::<_, i64>(2)? == scope_id;
+            && r.get::<_, i64>(1)? == at.resource_id
+            && r.get::<_, i64>(2)? == at.scope_id;
         let service: String = r.get(4)?;
         let attr_hashes = if same {
             Vec::new()
@@ -1138,6 +1148,28 @@ fn store_log(
 }
 
 /// Remembers that `session` has `trace_id`, allocating only the first time in a transaction.
+/// The number of trace `trace_id` (`traces.tn`), given to it here if it is new. Numbers grow, so the
+/// spans' (tn, span_id) index grows at its end however random the trace ids are.
+fn trace_number(tx: &Transaction, pending: &mut Pending, trace_id: &[u8]) -> rusqlite::Result<i64> {
+    if let Some(tn) = pending.trace_numbers.get(trace_id) {
+        return Ok(*tn);
+    }
+    let known: Option<i64> = tx
+        .prepare_cached("SELECT tn FROM traces WHERE trace_id = ?1")?
+        .query_row([trace_id], |r| r.get(0))
+        .optional()?;
+    let tn = match known {
+        Some(tn) => tn,
+        None => {
+            tx.prepare_cached("INSERT INTO traces(trace_id) VALUES (?1)")?
+                .execute([trace_id])?;
+            tx.last_insert_rowid()
+        }
+    };
+    pending.trace_numbers.insert(trace_id.to_vec(), tn);
+    Ok(tn)
+}
+
 fn note_trace(pending: &mut Pending, session: &str, trace_id: &[u8]) {
     if let Some(traces) = pending.session_traces.get_mut(session) {
         if !traces.contains(trace_id) {
