@@ -357,6 +357,12 @@ impl CacheTrim {
         self.done = self.done.min(used);
         let upto = used.saturating_sub(self.keep);
         if upto > self.done {
+            // A checkpoint that copied the whole WAL syncs the file only if nothing was committed
+            // while it copied; the kernel keeps dirty pages however it is advised, and this region
+            // is never tried again. Cheap when the checkpoint did sync.
+            if let Err(e) = self.file.sync_data() {
+                tracing::debug!(error = %e, "sync before dropping cached pages failed");
+            }
             drop_cached(&self.file, self.done, upto - self.done);
             self.done = upto;
         }
