@@ -679,11 +679,12 @@ pub fn summary(c: &Connection, trace_id: &[u8]) -> rusqlite::Result<Summary> {
         .collect::<rusqlite::Result<_>>()?;
     s.errors = s.services.iter().map(|x| x.2).sum();
     s.orphans = c
-        .prepare_cached(
-            "SELECT COUNT(*) FROM spans c WHERE c.tn = (SELECT tn FROM traces WHERE trace_id = ?1)
-             AND c.parent_span_id IS NOT NULL
-             AND NOT EXISTS (SELECT 1 FROM spans p WHERE p.tn = c.tn AND p.span_id = c.parent_span_id)",
-        )?
+        .prepare_cached(concat!(
+            "SELECT COUNT(*) FROM spans c WHERE c.",
+            crate::store::trace_spans!(),
+            " AND c.parent_span_id IS NOT NULL
+             AND NOT EXISTS (SELECT 1 FROM spans p WHERE p.tn = c.tn AND p.span_id = c.parent_span_id)"
+        ))?
         .query_row([trace_id], |r| r.get(0))?;
     Ok(s)
 }

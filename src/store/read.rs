@@ -298,7 +298,6 @@ fn decoded_where<T: Message + Default, P: rusqlite::Params>(
     Ok(out)
 }
 
-/// Loads spans matching a fixed SQL condition (never user text) with bound parameters.
 /// Every span of a trace, in start order.
 pub(crate) fn spans_of_trace(
     c: &Connection,
@@ -311,6 +310,7 @@ pub(crate) fn spans_of_trace(
     )
 }
 
+/// Loads spans matching a fixed SQL condition (never user text) with bound parameters.
 pub(crate) fn spans_where<P: rusqlite::Params>(
     c: &Connection,
     condition: &str,

@@ -1147,7 +1147,6 @@ fn store_log(
     Ok(true)
 }
 
-/// Remembers that `session` has `trace_id`, allocating only the first time in a transaction.
 /// The number of trace `trace_id` (`traces.tn`), given to it here if it is new. Numbers grow, so the
 /// spans' (tn, span_id) index grows at its end however random the trace ids are.
 fn trace_number(tx: &Transaction, pending: &mut Pending, trace_id: &[u8]) -> rusqlite::Result<i64> {
@@ -1170,6 +1169,7 @@ fn trace_number(tx: &Transaction, pending: &mut Pending, trace_id: &[u8]) -> rus
     Ok(tn)
 }
 
+/// Remembers that `session` has `trace_id`, allocating only the first time in a transaction.
 fn note_trace(pending: &mut Pending, session: &str, trace_id: &[u8]) {
     if let Some(traces) = pending.session_traces.get_mut(session) {
         if !traces.contains(trace_id) {
