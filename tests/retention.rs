@@ -129,15 +129,16 @@ async fn age_removes_old_sessions_whole_and_keeps_new_ones() {
     let stale = entries.iter().filter(|e| !seqs.contains(&e.2)).count();
     assert_eq!(stale, 0, "the attribute index lost the deleted spans too");
     assert!(!entries.is_empty(), "the new session is still indexed");
-    let numbered: Vec<Vec<u8>> = conn
-        .prepare("SELECT trace_id FROM traces ORDER BY trace_id")
-        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
-        .expect("traces");
-    let stored: Vec<Vec<u8>> = conn
-        .prepare("SELECT DISTINCT trace_id FROM spans ORDER BY trace_id")
-        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
-        .expect("span traces");
-    assert_eq!(numbered, stored, "the old trace's number went with it");
+    let ids = |sql: &str| -> Vec<Vec<u8>> {
+        conn.prepare(sql)
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .expect(sql)
+    };
+    assert_eq!(
+        ids("SELECT trace_id FROM traces ORDER BY trace_id"),
+        ids("SELECT DISTINCT trace_id FROM spans ORDER BY trace_id"),
+        "the old trace's number went with it"
+    );
     drop(conn);
     // Running again finds nothing more to do.
     assert_eq!(run(&server).await["sessions"], 0);

@@ -256,7 +256,7 @@ impl Checkpointer {
                         tracing::debug!(error = %e, mode, "checkpoint did not run");
                     }
                     let done = done.ok();
-                    // Everything copied: the file holds (and the checkpoint synced) every page.
+                    // Everything copied: the file holds every page (`durable` makes sure it is synced).
                     if let (Some((wal, copied)), Some(trim)) = (done, trim.as_mut()) {
                         if wal > 0 && copied == wal {
                             if let Ok(used) = pages_bytes(&conn) {

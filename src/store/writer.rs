@@ -943,7 +943,7 @@ fn store_span<'a>(
                 agent = ?14, model = ?15, flags = ?16, input_tokens = ?17, output_tokens = ?18,
                 cache_read_tokens = ?19, cache_creation_tokens = ?20, cost_usd = ?21, resource_id = ?22,
                 scope_id = ?23, body = ?24
-             WHERE tn = ?25 AND span_id = ?3 AND trace_id = ?2",
+             WHERE tn = ?25 AND span_id = ?3",
         )?
         .execute(rusqlite::params_from_iter(span_row(span, at).iter()))?;
         session_mut(tx, pending, &old.facts.session, &old.facts.service)?
