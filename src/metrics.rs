@@ -7,6 +7,14 @@ use std::sync::Mutex;
 
 pub use crate::store::stats::label;
 
+/// Counters without labels: they show 0 until their first increment, so that `rate()` and alerts on
+/// them work from the first scrape.
+const UNLABELLED_COUNTERS: &[&str] = &[
+    "aotel_stored_spans_total",
+    "aotel_stored_log_records_total",
+    "aotel_commit_failures_total",
+];
+
 /// Upper bounds (seconds) of the commit latency histogram.
 const COMMIT_BUCKETS: &[f64] = &[
     0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -59,6 +67,11 @@ pub const CATALOGUE: &[(&str, &str, &str)] = &[
         "aotel_ingest_queue_bytes",
         "gauge",
         "Bytes of requests waiting for the writer.",
+    ),
+    (
+        "aotel_commit_failures_total",
+        "counter",
+        "Group commits that failed and were retried one request at a time.",
     ),
     (
         "aotel_commit_duration_seconds",
@@ -171,6 +184,11 @@ impl Metrics {
         if let Ok(c) = self.counters.lock() {
             for ((name, labels), v) in c.iter() {
                 samples.push(name, labels, *v);
+            }
+            for name in UNLABELLED_COUNTERS {
+                if !c.contains_key(&(*name, String::new())) {
+                    samples.push(name, "", 0.0);
+                }
             }
         }
         if let Ok(h) = self.commit.lock() {

@@ -22,6 +22,7 @@ const SPEC: &[(&str, &str, &[&str])] = &[
     ),
     ("aotel_stored_spans_total", "counter", &[]),
     ("aotel_stored_log_records_total", "counter", &[]),
+    ("aotel_commit_failures_total", "counter", &[]),
     (
         "aotel_rejected_requests_total",
         "counter",

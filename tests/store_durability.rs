@@ -233,6 +233,66 @@ async fn an_idle_store_gives_the_wal_space_back() {
     assert_eq!(session(&server).await["spans"], 3, "writes go on after it");
 }
 
+/// A RESTART checkpoint holds the write lock while it copies; so does any other connection that writes
+/// (here one holds it for 400 ms). A commit that meets it waits and then goes through: the export is
+/// answered only after the lock is gone, and answered OK, with its spans stored once.
+#[tokio::test]
+async fn a_commit_waits_for_a_write_lock_held_elsewhere() {
+    let server = TestServer::start().await;
+    // Known names, resource and scope: the writer's next transaction starts with a read (the trace's
+    // number), as it does under steady load.
+    export(&server, vec![root_span(), tool_span(1, false)]).await;
+    let mut other = rusqlite::Connection::open(&server.db).expect("open");
+    let lock = other
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .expect("take the write lock");
+    let url = server.otlp_http("/v1/traces");
+    let sent = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .header("content-type", "application/x-protobuf")
+            .body(body(vec![tool_span(2, true), tool_span(3, false)]))
+            .send()
+            .await
+            .expect("POST")
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert!(
+        !sent.is_finished(),
+        "answered while another connection held the write lock: {:?}",
+        sent.await.map(|r| r.status())
+    );
+    lock.rollback().expect("release the write lock");
+    let resp = sent.await.expect("join");
+    let status = resp.status();
+    assert!(
+        status.is_success(),
+        "{status}: {}",
+        resp.text().await.unwrap_or_default()
+    );
+    let s = session(&server).await;
+    assert_eq!(s["spans"], 4, "{s}");
+    assert_eq!(s["tool_calls"], 3, "{s}");
+    assert_eq!(s["tool_errors"], 1, "{s}");
+    // It waited rather than failed: a failed group commit is retried request by request and answers
+    // OK too, but costs a rollback and the work again.
+    let metrics = reqwest::get(server.url("/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        metrics.lines().any(|l| l == "aotel_commit_failures_total 0"),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("commit"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
 /// The writer binds only the span columns that changed since the previous span of a batch: every
 /// column of every span in a batch that switches values back and forth (and to and from NULL) must
 /// still be that span's own.

@@ -148,6 +148,11 @@ pub fn open(path: &Path, opts: &StoreOptions) -> Result<Store, StoreError> {
     }
     let mut conn = Connection::open(path)?;
     conn.busy_handler(Some(writer_busy))?;
+    // Every write transaction takes the write lock at BEGIN. A deferred one takes it at its first write,
+    // after a read; if a RESTART checkpoint holds it then, SQLite answers SQLITE_BUSY at once without
+    // asking `writer_busy` (a read transaction cannot wait for a writer). That failed whole group
+    // commits under load ("database is locked") and retried their requests one by one.
+    conn.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
     // Rows are ~1 KiB (attributes inline): larger pages mean fewer splits and WAL frames per span.
     // It only takes effect on a new file, before the first table exists.
     conn.pragma_update(None, "page_size", 16384)?;

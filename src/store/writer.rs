@@ -518,6 +518,8 @@ impl WriterState {
                 Err(err) => {
                     // One bad request must not fail the others that shared its transaction.
                     tracing::warn!(error = %err, jobs = jobs.len(), "group commit failed; retrying one by one");
+                    self.metrics
+                        .inc("aotel_commit_failures_total", String::new(), 1.0);
                     if let Err(e) = self.reload() {
                         tracing::error!(error = %e, "writer could not re-read its state");
                     }
