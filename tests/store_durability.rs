@@ -283,7 +283,9 @@ async fn a_commit_waits_for_a_write_lock_held_elsewhere() {
         .await
         .expect("body");
     assert!(
-        metrics.lines().any(|l| l == "aotel_commit_failures_total 0"),
+        metrics
+            .lines()
+            .any(|l| l == "aotel_commit_failures_total 0"),
         "{}",
         metrics
             .lines()
