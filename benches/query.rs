@@ -320,6 +320,18 @@ async fn main() {
             "application/json",
         ),
         (
+            "Jaeger: one session's id (gen_ai.conversation.id) + whole week".into(),
+            format!(
+                "{base}/api/traces?service={}&tags={}&start={}&end={end_us}&limit=20",
+                SERVICES[(rare_session % 4) as usize],
+                enc(&format!(
+                    r#"{{"gen_ai.conversation.id":"session-{rare_session}"}}"#
+                )),
+                end_us - 7 * day_us
+            ),
+            "application/json",
+        ),
+        (
             "Jaeger: service + error=true + last day".into(),
             format!(
                 "{base}/api/traces?service=ao&tag=error:true&start={}&end={end_us}&limit=20",

@@ -348,22 +348,28 @@ async fn index_rows_a_crash_lost_are_rebuilt_at_startup() {
 /// different flushes interleave): every search answers exactly what checking every span would.
 #[tokio::test]
 async fn chunked_entries_answer_like_checking_every_span() {
-    let blocks = answers_like_checking_every_span(400).await;
+    let (blocks, session_rows) = answers_like_checking_every_span(400).await;
     assert_eq!(blocks, 0, "index writes this small make no blocks");
+    assert!(session_rows > 0, "session ids are chunks too");
 }
 
-/// The same with index writes large enough that their lone entries (each call id) go into blocks, and a
-/// span replaced by a newer copy leaves its block.
+/// The same with index writes large enough that their lone entries (each call id) and their session ids
+/// go into blocks, and a span replaced by a newer copy leaves its block.
 #[tokio::test]
 async fn entries_in_blocks_answer_like_checking_every_span() {
-    let blocks = answers_like_checking_every_span(1500).await;
+    let (blocks, session_rows) = answers_like_checking_every_span(1500).await;
     assert!(blocks >= 8, "every index write made a block, got {blocks}");
+    // Only the last write, the one replaced span alone (too small for a block), made a chunk of one.
+    assert_eq!(
+        session_rows, 1,
+        "session ids are in the blocks, not in chunks"
+    );
 }
 
 /// Posts eight batches of `batch_spans` spans (each indexed on its own), replaces one span of the
 /// first with a copy carrying another call id, and checks searches against every span decoded.
-/// Returns how many blocks the index holds.
-async fn answers_like_checking_every_span(batch_spans: u64) -> i64 {
+/// Returns how many blocks the index holds, and how many chunk rows hold session ids.
+async fn answers_like_checking_every_span(batch_spans: u64) -> (i64, i64) {
     use aotel::query::search::{search, SearchParams};
     use aotel::store::index::attr_hash;
     use prost::Message;
@@ -389,6 +395,8 @@ async fn answers_like_checking_every_span(batch_spans: u64) -> i64 {
                 { "key": "op", "value": { "stringValue": op } },
                 { "key": "tool", "value": { "stringValue": format!("t{}", next(5)) } },
                 { "key": "call", "value": { "stringValue": format!("c{batch}-{i}") } },
+                // Sessions that go on across batches, a few dozen spans of each per batch.
+                { "key": "gen_ai.conversation.id", "value": { "stringValue": format!("s{}", (i + batch * 7) % 50) } },
             ]);
             spans.push(json!({
                 "traceId": trace, "spanId": format!("{:016x}", batch * 1000 + i + 1),
@@ -430,6 +438,18 @@ async fn answers_like_checking_every_span(batch_spans: u64) -> i64 {
     let rows: i64 = c
         .query_row("SELECT COUNT(*) FROM span_attrs", [], |r| r.get(0))
         .expect("rows");
+    let session_rows: i64 = c
+        .query_row(
+            "SELECT COUNT(*) FROM span_attrs WHERE h IN (SELECT value FROM json_each(?1))",
+            [serde_json::to_string(
+                &(0..50)
+                    .map(|n| attr_hash("gen_ai.conversation.id", &format!("s{n}")))
+                    .collect::<Vec<_>>(),
+            )
+            .expect("json")],
+            |r| r.get(0),
+        )
+        .expect("session rows");
     let rows = rows as usize;
     assert!(
         rows < attr_count(&db),
@@ -459,6 +479,9 @@ async fn answers_like_checking_every_span(batch_spans: u64) -> i64 {
         ("call", "c4-0", 0, 120, 20),
         ("call", "renamed", 0, 120, 20),
         ("op", "a", 7, 7, 3),
+        ("gen_ai.conversation.id", "s7", 0, 120, 20),
+        ("gen_ai.conversation.id", "s7", 40, 50, 3),
+        ("gen_ai.conversation.id", "s49", 100, 120, 1500),
     ];
     for (key, value, from_s, to_s, limit) in cases {
         let (lo, hi) = (
@@ -519,5 +542,5 @@ async fn answers_like_checking_every_span(batch_spans: u64) -> i64 {
     };
     assert!(search(&c, &p).expect("search").traces.is_empty());
     drop(dir);
-    blocks
+    (blocks, session_rows)
 }

@@ -10,7 +10,8 @@ pub const OP_CHAT: &str = "chat";
 /// Claude Code's beta traces put a tool's outcome on this child of `claude_code.tool`.
 pub const CLAUDE_CODE_TOOL_EXECUTION: &str = "claude_code.tool.execution";
 
-const SESSION_KEYS: &[&str] = &["gen_ai.conversation.id", "session.id"];
+/// The attributes that name a span's session, in order of precedence.
+pub const SESSION_KEYS: &[&str] = &["gen_ai.conversation.id", "session.id"];
 const TOOL_KEYS: &[&str] = &["gen_ai.tool.name", "tool.name", "tool_name"];
 const AGENT_KEYS: &[&str] = &["gen_ai.agent.name", "agent.name"];
 const MODEL_KEYS: &[&str] = &[

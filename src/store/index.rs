@@ -13,11 +13,12 @@
 //!
 //! An entry is `(hash, start_ns, seq)`. Entries of one hash written together are stored as chunks: a
 //! `span_attrs` row is keyed by its newest entry and carries up to `CHUNK_ENTRIES - 1` older ones
-//! (within `CHUNK_WINDOW_NS`) in `more`. A value shared by many spans (an operation, a tool, a session
-//! id) costs one row per 64 spans instead of one per span. A value that a large write holds only once
-//! (a tool call id) goes into that write's `Block` instead: one row per write, where a row each landed
-//! on a random page and rewrote it. `Postings` walks a hash's entries newest first across chunks and
-//! blocks.
+//! (within `CHUNK_WINDOW_NS`) in `more`. A value shared by many spans (an operation, a tool) costs one
+//! row per 64 spans instead of one per span. A value that a large write holds only once (a tool call
+//! id) goes into that write's `Block` instead: one row per write, where a row each landed on a random
+//! page and rewrote it. So do a large write's session ids: each session's chunks also landed on a page
+//! of their own, and with a new session every few hundred spans those pages were a fifth of what a
+//! commit wrote. `Postings` walks a hash's entries newest first across chunks and blocks.
 //!
 //! The entries are written behind the spans, not with them: a commit puts them in a `Backlog` and the
 //! writer adds the backlog to `span_attrs` in large sorted batches (when it would otherwise wait, or
@@ -26,6 +27,7 @@
 //! the backlog, which `catch_up` rebuilds from the span bodies at the next open.
 
 use crate::model::{any_value::Value, KeyValue, Resource, Span};
+use foldhash::HashSet;
 use prost::Message;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
@@ -81,10 +83,24 @@ pub fn indexable(text: &str) -> bool {
 
 /// The index hashes of a span's or resource's attributes; computed where the batch is prepared.
 pub fn hashes(attrs: &[KeyValue]) -> impl Iterator<Item = i64> + '_ {
-    attrs.iter().take(MAX_INDEXED_PER_SPAN).filter_map(|kv| {
-        let text = value_text(kv.value.as_ref()?.value.as_ref()?)?;
-        indexable(&text).then(|| attr_hash(&kv.key, &text))
-    })
+    attrs
+        .iter()
+        .take(MAX_INDEXED_PER_SPAN)
+        .filter_map(entry_hash)
+}
+
+/// The hash, among `hashes(attrs)`, of the first attribute that names a session
+/// (`facts::SESSION_KEYS`). A large index write puts its entries in its block (see `Block`) rather than
+/// in chunks.
+pub fn session_hash(attrs: &[KeyValue]) -> Option<i64> {
+    (attrs.iter().take(MAX_INDEXED_PER_SPAN))
+        .find(|kv| crate::model::facts::SESSION_KEYS.contains(&kv.key.as_str()))
+        .and_then(entry_hash)
+}
+
+fn entry_hash(kv: &KeyValue) -> Option<i64> {
+    let text = value_text(kv.value.as_ref()?.value.as_ref()?)?;
+    indexable(&text).then(|| attr_hash(&kv.key, &text))
 }
 
 /// The keys of the entries that are not attributes. No attribute key starts with a NUL byte in
@@ -170,8 +186,14 @@ fn order(entries: &mut Vec<Entry>) {
 const BLOCK_MIN_SPANS: usize = 1024;
 
 /// Writes `entries` (any order; sorted here) as chunks; with `blocks`, the entries of hashes that occur
-/// once in `entries` go into one `Block` instead.
-fn write_entries(tx: &Transaction, entries: &mut Vec<Entry>, blocks: bool) -> rusqlite::Result<()> {
+/// once in `entries`, and every entry of a hash in `per_session` (`session_hash`), go into one
+/// `Block` instead.
+fn write_entries(
+    tx: &Transaction,
+    entries: &mut Vec<Entry>,
+    blocks: bool,
+    per_session: &HashSet<i64>,
+) -> rusqlite::Result<()> {
     order(entries);
     // A key already there (indexing a span twice) keeps every entry of both chunks.
     let mut insert = tx.prepare_cached(
@@ -184,6 +206,12 @@ fn write_entries(tx: &Transaction, entries: &mut Vec<Entry>, blocks: bool) -> ru
     let mut i = 0;
     while i < entries.len() {
         let (h, start, seq) = entries[i];
+        if blocks && per_session.contains(&h) {
+            let j = i + entries[i..].partition_point(|e| e.0 == h);
+            lone.extend_from_slice(&entries[i..j]);
+            i = j;
+            continue;
+        }
         let mut j = i + 1;
         more.clear();
         while j < entries.len()
@@ -249,7 +277,9 @@ fn bloom_probes(h: i64, bits: usize) -> impl Iterator<Item = usize> {
 }
 
 fn bloom_of(entries: &[Entry]) -> Vec<u8> {
-    let bits = (entries.len() * BLOOM_BITS_PER_ENTRY)
+    // Sized by distinct hashes (entries come sorted by hash): a session id's entries set the same bits.
+    let distinct = 1 + entries.windows(2).filter(|w| w[0].0 != w[1].0).count();
+    let bits = (distinct * BLOOM_BITS_PER_ENTRY)
         .next_power_of_two()
         .max(64);
     let mut bloom = vec![0u8; bits / 8];
@@ -436,7 +466,7 @@ pub fn unindex(tx: &Transaction, gone: &mut [Entry]) -> rusqlite::Result<()> {
             }
         }
     }
-    write_entries(tx, &mut kept, false)
+    write_entries(tx, &mut kept, false, &HashSet::default())
 }
 
 /// Every entry, expanded from its chunk or block: for consistency checks and tests.
@@ -611,17 +641,20 @@ pub fn indexed_upto(c: &Connection) -> rusqlite::Result<i64> {
 pub struct Backlog {
     /// (seq, hash, start_ns), in seq order.
     rows: Vec<(i64, i64, i64)>,
+    /// The hashes of session ids among them (`session_hash`).
+    per_session: HashSet<i64>,
     spans: usize,
     since: Option<std::time::Instant>,
 }
 
 impl Backlog {
-    pub fn push(&mut self, seq: i64, start_ns: u64, hashes: &[i64]) {
+    pub fn push(&mut self, seq: i64, start_ns: u64, hashes: &[i64], session: Option<i64>) {
         if hashes.is_empty() {
             return;
         }
         self.rows
             .extend(hashes.iter().map(|h| (seq, *h, start_ns as i64)));
+        self.per_session.extend(session);
         self.spans += 1;
         self.since.get_or_insert_with(std::time::Instant::now);
     }
@@ -642,6 +675,7 @@ impl Backlog {
             return;
         }
         self.rows.append(&mut later.rows);
+        self.per_session.extend(later.per_session.drain());
         self.spans += std::mem::take(&mut later.spans);
         self.since = self.since.or(later.since.take());
     }
@@ -667,7 +701,12 @@ impl Backlog {
             .iter()
             .map(|&(seq, h, start)| (h, start, seq))
             .collect();
-        write_entries(tx, &mut entries, self.spans >= BLOCK_MIN_SPANS)?;
+        write_entries(
+            tx,
+            &mut entries,
+            self.spans >= BLOCK_MIN_SPANS,
+            &self.per_session,
+        )?;
         set_upto(tx, upto)
     }
 
@@ -724,6 +763,7 @@ fn index_seqs(
     attributes_only: bool,
 ) -> rusqlite::Result<()> {
     let mut entries: Vec<Entry> = Vec::new();
+    let mut per_session = HashSet::default();
     let mut stmt =
         tx.prepare_cached("SELECT seq, service, body FROM spans WHERE seq > ?1 AND seq <= ?2")?;
     let mut rows = stmt.query(params![after, upto])?;
@@ -731,6 +771,7 @@ fn index_seqs(
         let seq: i64 = r.get(0)?;
         if let Ok(span) = Span::decode(r.get_ref(2)?.as_blob()?) {
             let start = span.start_time_unix_nano as i64;
+            per_session.extend(session_hash(&span.attributes));
             let at = |h| (h, start, seq);
             if attributes_only {
                 entries.extend(hashes(&span.attributes).map(at));
@@ -741,7 +782,12 @@ fn index_seqs(
             }
         }
     }
-    write_entries(tx, &mut entries, upto - after >= BLOCK_MIN_SPANS as i64)
+    write_entries(
+        tx,
+        &mut entries,
+        upto - after >= BLOCK_MIN_SPANS as i64,
+        &per_session,
+    )
 }
 
 /// Adds the index rows of an interned resource (idempotent).
@@ -833,7 +879,7 @@ pub fn backfill_keys(conn: &mut Connection) -> rusqlite::Result<()> {
             }
             drop(rows);
             drop(stmt);
-            write_entries(tx, &mut entries, false)
+            write_entries(tx, &mut entries, false, &HashSet::default())
         },
     )
 }
@@ -855,6 +901,60 @@ mod tests {
     }
 
     #[test]
+    fn session_ids_of_a_large_write_live_in_its_block() {
+        let mut c = Connection::open_in_memory().expect("open");
+        crate::store::schema::migrate(&mut c).expect("schema");
+        // 1,200 spans 1 ms apart, of 12 sessions (100 spans each), all with one shared value too.
+        let all: Vec<Entry> = (0..1200i64)
+            .flat_map(|seq| {
+                [
+                    (1, seq * 1_000_000, seq),
+                    (100 + seq / 100, seq * 1_000_000, seq),
+                ]
+            })
+            .collect();
+        let per_session: HashSet<i64> = (100..112).collect();
+        let tx = c.transaction().expect("tx");
+        write_entries(&tx, &mut all.clone(), true, &per_session).expect("write");
+        tx.commit().expect("commit");
+        let count = |sql: &str| -> i64 { c.query_row(sql, [], |r| r.get(0)).expect(sql) };
+        assert_eq!(count("SELECT COUNT(*) FROM span_attr_blocks"), 1);
+        assert_eq!(
+            count("SELECT COUNT(*) FROM span_attrs"),
+            19,
+            "only the shared value is in chunks (1,200 entries, 64 a chunk)"
+        );
+        assert_eq!(
+            count("SELECT length(entries) / 24 FROM span_attr_blocks"),
+            1200
+        );
+        // The filter is sized by distinct hashes: 12 of them, 10 bits each, rounded up to 128 bits.
+        assert_eq!(count("SELECT length(bloom) FROM span_attr_blocks"), 16);
+        let mut stored = entries(&c).expect("entries");
+        stored.sort_unstable();
+        let mut want = all.clone();
+        want.sort_unstable();
+        assert_eq!(stored, want);
+        let mut p = Postings::new(105, 550_000_000, i64::MAX);
+        let found: Vec<(i64, i64)> = std::iter::from_fn(|| p.next(&c).expect("next")).collect();
+        let want: Vec<(i64, i64)> = (550..600).rev().map(|s| (s * 1_000_000, s)).collect();
+        assert_eq!(
+            found, want,
+            "a session's entries, newest first, from the time asked"
+        );
+
+        // A write below BLOCK_MIN_SPANS keeps them in chunks.
+        let mut c = Connection::open_in_memory().expect("open");
+        crate::store::schema::migrate(&mut c).expect("schema");
+        let tx = c.transaction().expect("tx");
+        write_entries(&tx, &mut all.clone(), false, &per_session).expect("write");
+        tx.commit().expect("commit");
+        let count = |sql: &str| -> i64 { c.query_row(sql, [], |r| r.get(0)).expect(sql) };
+        assert_eq!(count("SELECT COUNT(*) FROM span_attr_blocks"), 0);
+        assert_eq!(count("SELECT COUNT(*) FROM span_attrs"), 19 + 12 * 2);
+    }
+
+    #[test]
     fn lone_entries_live_in_a_block_until_unindexed() {
         let mut c = Connection::open_in_memory().expect("open");
         crate::store::schema::migrate(&mut c).expect("schema");
@@ -869,7 +969,7 @@ mod tests {
             .collect();
         all.extend((0..3).map(|seq| (7, seq * 1_000_000, seq)));
         let tx = c.transaction().expect("tx");
-        write_entries(&tx, &mut all.clone(), true).expect("write");
+        write_entries(&tx, &mut all.clone(), true, &HashSet::default()).expect("write");
         tx.commit().expect("commit");
         fn count(c: &Connection, sql: &str) -> i64 {
             c.query_row(sql, [], |r| r.get(0)).expect(sql)
@@ -916,7 +1016,7 @@ mod tests {
             .map(|seq| (2_000_000 + seq, seq * 1_000_000, seq))
             .collect();
         let tx = c.transaction().expect("tx");
-        write_entries(&tx, &mut later.clone(), true).expect("write");
+        write_entries(&tx, &mut later.clone(), true, &HashSet::default()).expect("write");
         tx.commit().expect("commit");
         assert_eq!(count(&c, "SELECT COUNT(*) FROM span_attr_blocks"), 2);
         let lone: Vec<Entry> = all.iter().copied().filter(|e| e.0 > 7).collect();

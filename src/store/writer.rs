@@ -953,7 +953,9 @@ fn store_span<'a>(
             .apply_span(&old.facts, old.end_ns, -1);
         replaced = Some(old.facts);
     }
-    pending.backlog.push(seq, span.start_ns, &span.attr_hashes);
+    pending
+        .backlog
+        .push(seq, span.start_ns, &span.attr_hashes, span.session_hash);
     *next_seq += 1;
     let state = session_mut(tx, pending, &f.session, &f.service)?;
     state.counters.apply_span(f, span.end_ns, 1);
