@@ -452,12 +452,7 @@ async fn bodies_being_read_count_against_the_queue_budget() {
         held.push(s);
     }
     common::eventually("the two partial bodies to be reserved", || async {
-        let metrics = reqwest::get(server.url("/metrics"))
-            .await
-            .expect("GET /metrics")
-            .text()
-            .await
-            .expect("text");
+        let metrics = server.get_text("/metrics").await;
         let used = metrics
             .lines()
             .find_map(|l| l.strip_prefix("aotel_ingest_queue_bytes "))

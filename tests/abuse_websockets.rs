@@ -30,12 +30,7 @@ async fn a_thousand_idle_websockets_starve_no_one() {
         }
     }
     assert_eq!(idle.len(), CLIENTS);
-    let metrics = reqwest::get(s.url("/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = s.get_text("/metrics").await;
     assert!(
         metrics.contains(&format!("aotel_websocket_clients {}", CLIENTS)),
         "all clients are counted"

@@ -276,12 +276,7 @@ async fn a_commit_waits_for_a_write_lock_held_elsewhere() {
     assert_eq!(s["tool_errors"], 1, "{s}");
     // It waited rather than failed: a failed group commit is retried request by request and answers
     // OK too, but costs a rollback and the work again.
-    let metrics = reqwest::get(server.url("/metrics"))
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("body");
+    let metrics = server.get_text("/metrics").await;
     assert!(
         metrics
             .lines()

@@ -111,11 +111,17 @@ impl TestServer {
     }
 
     pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        let body = self.get_text(path).await;
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {body}"))
+    }
+
+    /// The body of a successful GET (`/metrics`, say).
+    pub async fn get_text(&self, path: &str) -> String {
         let resp = reqwest::get(self.url(path)).await.expect("GET");
         let status = resp.status();
         let body = resp.text().await.expect("body");
         assert!(status.is_success(), "GET {path} answered {status}: {body}");
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {body}"))
+        body
     }
 
     /// Stops gracefully and returns the database path (the temp dir moves to the caller).
