@@ -17,8 +17,9 @@
 //! row per 64 spans instead of one per span. A value that a large write holds only once (a tool call
 //! id) goes into that write's `Block` instead: one row per write, where a row each landed on a random
 //! page and rewrote it. So do a large write's session ids: each session's chunks also landed on a page
-//! of their own, and with a new session every few hundred spans those pages were a fifth of what a
-//! commit wrote. `Postings` walks a hash's entries newest first across chunks and blocks.
+//! of their own, and with a new session every hundred spans (the benchmark's agent load) those pages
+//! were a fifth of what a commit wrote. `Postings` walks a hash's entries newest first across chunks
+//! and blocks.
 //!
 //! The entries are written behind the spans, not with them: a commit puts them in a `Backlog` and the
 //! writer adds the backlog to `span_attrs` in large sorted batches (when it would otherwise wait, or
@@ -250,7 +251,8 @@ fn decode_more(more: Option<&[u8]>) -> impl Iterator<Item = (i64, i64)> + '_ {
     })
 }
 
-/// The lone entries of one large index write: hashes it held once (a tool call id, a response id).
+/// The lone entries of one large index write: hashes it held once (a tool call id, a response id), and
+/// every entry of its session ids.
 /// Given a row each, every one of them landed on a page of its own in a table ordered by hash, so an
 /// index write rewrote about as many pages as it had spans, and more as the store grew. A block is one
 /// row per write instead: its entries sorted by hash (`ENTRY_RECORD` bytes each), a Bloom filter over
