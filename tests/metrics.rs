@@ -132,6 +132,15 @@ async fn imported_fixture_shows_in_agent_metrics() {
 #[tokio::test]
 async fn ingest_counters_follow_real_requests() {
     let server = TestServer::start().await;
+    // Counters without labels have a sample from the first scrape, so `rate()` works from the start.
+    let (text, m) = scrape(&server).await;
+    for name in [
+        "aotel_stored_spans_total",
+        "aotel_stored_log_records_total",
+        "aotel_commit_failures_total",
+    ] {
+        assert_eq!(m.get(name), Some(&0.0), "{name} on a fresh server:\n{text}");
+    }
     let client = reqwest::Client::new();
     let good = serde_json::json!({"resourceSpans": [{"scopeSpans": [{"spans": [
         {"traceId": "0102030405060708090a0b0c0d0e0f10", "spanId": "0102030405060708", "name": "a"},
