@@ -646,22 +646,22 @@ pub struct Summary {
 
 pub fn summary(c: &Connection, trace_id: &[u8]) -> rusqlite::Result<Summary> {
     let mut s = Summary::default();
+    // Looked up once for the five queries below.
+    let Some(tn) = crate::store::trace_number(c, trace_id)? else {
+        return Ok(s);
+    };
     let (lo, hi, count): (Option<i64>, Option<i64>, i64) = c
-        .prepare_cached(concat!(
-            "SELECT MIN(start_ns), MAX(end_ns), COUNT(*) FROM spans WHERE ",
-            crate::store::trace_spans!()
-        ))?
-        .query_row([trace_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        .prepare_cached("SELECT MIN(start_ns), MAX(end_ns), COUNT(*) FROM spans WHERE tn = ?1")?
+        .query_row([tn], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
     s.start_ns = lo.unwrap_or(0);
     s.end_ns = hi.unwrap_or(0).max(s.start_ns);
     s.spans = count;
     if let Some((service, name)) = c
-        .prepare_cached(concat!(
-            "SELECT service, name FROM spans WHERE ",
-            crate::store::trace_spans!(),
-            " AND parent_span_id IS NULL ORDER BY start_ns, seq LIMIT 1"
-        ))?
-        .query_row([trace_id], |r| {
+        .prepare_cached(
+            "SELECT service, name FROM spans WHERE tn = ?1 AND parent_span_id IS NULL
+             ORDER BY start_ns, seq LIMIT 1",
+        )?
+        .query_row([tn], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
         })
         .optional()?
@@ -670,22 +670,19 @@ pub fn summary(c: &Connection, trace_id: &[u8]) -> rusqlite::Result<Summary> {
         s.root_name = Some(name);
     }
     s.services = c
-        .prepare_cached(concat!(
-            "SELECT service, COUNT(*), SUM(status = 2) FROM spans WHERE ",
-            crate::store::trace_spans!(),
-            " GROUP BY service ORDER BY service"
-        ))?
-        .query_map([trace_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .prepare_cached(
+            "SELECT service, COUNT(*), SUM(status = 2) FROM spans WHERE tn = ?1
+             GROUP BY service ORDER BY service",
+        )?
+        .query_map([tn], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<rusqlite::Result<_>>()?;
     s.errors = s.services.iter().map(|x| x.2).sum();
     s.orphans = c
-        .prepare_cached(concat!(
-            "SELECT COUNT(*) FROM spans c WHERE c.",
-            crate::store::trace_spans!(),
-            " AND c.parent_span_id IS NOT NULL
-             AND NOT EXISTS (SELECT 1 FROM spans p WHERE p.tn = c.tn AND p.span_id = c.parent_span_id)"
-        ))?
-        .query_row([trace_id], |r| r.get(0))?;
+        .prepare_cached(
+            "SELECT COUNT(*) FROM spans c WHERE c.tn = ?1 AND c.parent_span_id IS NOT NULL
+             AND NOT EXISTS (SELECT 1 FROM spans p WHERE p.tn = ?1 AND p.span_id = c.parent_span_id)",
+        )?
+        .query_row([tn], |r| r.get(0))?;
     Ok(s)
 }
 

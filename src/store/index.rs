@@ -82,21 +82,12 @@ pub fn indexable(text: &str) -> bool {
     text.len() <= MAX_INDEXED_VALUE
 }
 
-/// The index hashes of a span's or resource's attributes; computed where the batch is prepared.
+/// The index hashes of a resource's attributes (`span_hashes` gives a span's).
 pub fn hashes(attrs: &[KeyValue]) -> impl Iterator<Item = i64> + '_ {
     attrs
         .iter()
         .take(MAX_INDEXED_PER_SPAN)
         .filter_map(entry_hash)
-}
-
-/// The hash, among `hashes(attrs)`, of the first attribute that names a session
-/// (`facts::SESSION_KEYS`). A large index write puts its entries in its block (see `Block`) rather than
-/// in chunks.
-pub fn session_hash(attrs: &[KeyValue]) -> Option<i64> {
-    (attrs.iter().take(MAX_INDEXED_PER_SPAN))
-        .find(|kv| crate::model::facts::SESSION_KEYS.contains(&kv.key.as_str()))
-        .and_then(entry_hash)
 }
 
 fn entry_hash(kv: &KeyValue) -> Option<i64> {
@@ -120,11 +111,27 @@ pub fn service_hash(service: &str) -> i64 {
     attr_hash(SERVICE_KEY, service)
 }
 
-/// Every index hash of a span: its time and service entries (`service`: its `service_hash`, the same
-/// for every span of a resource), then its attributes'.
-pub fn span_hashes(attrs: &[KeyValue], service: i64) -> impl Iterator<Item = i64> + '_ {
-    [all_spans_hash(), service].into_iter().chain(hashes(attrs))
+/// Every index hash of a span: its `KEY_ENTRIES` time and service entries (`service`: its
+/// `service_hash`, the same for every span of a resource), then its attributes'. With them, in the
+/// same pass, the hash of the first indexed attribute that names the span's session
+/// (`facts::SESSION_KEYS`), whose entries a large index write puts in its block (see `Block`).
+pub fn span_hashes(attrs: &[KeyValue], service: i64) -> (Vec<i64>, Option<i64>) {
+    let mut all = Vec::with_capacity(KEY_ENTRIES + attrs.len().min(MAX_INDEXED_PER_SPAN));
+    all.extend([all_spans_hash(), service]);
+    let mut session = None;
+    for kv in attrs.iter().take(MAX_INDEXED_PER_SPAN) {
+        if let Some(h) = entry_hash(kv) {
+            if session.is_none() && crate::model::facts::SESSION_KEYS.contains(&kv.key.as_str()) {
+                session = Some(h);
+            }
+            all.push(h);
+        }
+    }
+    (all, session)
 }
+
+/// How many of `span_hashes` come before the attributes'.
+const KEY_ENTRIES: usize = 2;
 
 /// Entries a chunk holds at most.
 const CHUNK_ENTRIES: usize = 64;
@@ -187,8 +194,8 @@ fn order(entries: &mut Vec<Entry>) {
 const BLOCK_MIN_SPANS: usize = 1024;
 
 /// Writes `entries` (any order; sorted here) as chunks; with `blocks`, the entries of hashes that occur
-/// once in `entries`, and every entry of a hash in `per_session` (`session_hash`), go into one
-/// `Block` instead.
+/// once in `entries`, and every entry of a hash in `per_session` (session ids, see `span_hashes`), go
+/// into one `Block` instead.
 fn write_entries(
     tx: &Transaction,
     entries: &mut Vec<Entry>,
@@ -643,7 +650,7 @@ pub fn indexed_upto(c: &Connection) -> rusqlite::Result<i64> {
 pub struct Backlog {
     /// (seq, hash, start_ns), in seq order.
     rows: Vec<(i64, i64, i64)>,
-    /// The hashes of session ids among them (`session_hash`).
+    /// The hashes of session ids among them (`span_hashes`).
     per_session: HashSet<i64>,
     spans: usize,
     since: Option<std::time::Instant>,
@@ -773,15 +780,11 @@ fn index_seqs(
         let seq: i64 = r.get(0)?;
         if let Ok(span) = Span::decode(r.get_ref(2)?.as_blob()?) {
             let start = span.start_time_unix_nano as i64;
-            per_session.extend(session_hash(&span.attributes));
-            let at = |h| (h, start, seq);
-            if attributes_only {
-                entries.extend(hashes(&span.attributes).map(at));
-            } else {
-                entries.extend(
-                    span_hashes(&span.attributes, service_hash(r.get_ref(1)?.as_str()?)).map(at),
-                );
-            }
+            let (all, session) =
+                span_hashes(&span.attributes, service_hash(r.get_ref(1)?.as_str()?));
+            let skip = if attributes_only { KEY_ENTRIES } else { 0 };
+            entries.extend(all[skip..].iter().map(|&h| (h, start, seq)));
+            per_session.extend(session);
         }
     }
     write_entries(

@@ -9,7 +9,7 @@ pub mod session;
 pub mod stats;
 mod writer;
 
-pub(crate) use read::{spans_of_trace, spans_where};
+pub(crate) use read::{spans_of_trace, spans_where, trace_number};
 
 /// SQL for "the spans of session `?1`" (a literal, for `concat!`). Spans have no session index, which
 /// cost every span an insert: a session's traces (`session_traces`, one row per trace) lead to its

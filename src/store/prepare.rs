@@ -47,7 +47,7 @@ pub(super) struct PreparedSpan {
     pub body: Bytes,
     /// Attribute index hashes (store::index).
     pub attr_hashes: Vec<i64>,
-    /// The one of them that names its session (`index::session_hash`).
+    /// The one of them that names its session (`index::span_hashes`).
     pub session_hash: Option<i64>,
     /// Built only while the live view wants spans; the writer takes it at commit and fills in `seq`.
     pub summary: Cell<Option<SpanSummary>>,
@@ -140,8 +140,8 @@ pub(super) fn prepare(batch: Batch, max_attr: usize, live: bool, spans: bool) ->
                 let facts = facts::span_facts(&span, &resource.attributes, &pr.service);
                 let summary = (live && spans).then(|| SpanSummary::new(0, &span, &facts));
                 let body = body_of(&span, wire.as_ref(), position - 1, cut);
-                let attr_hashes = super::index::span_hashes(&span.attributes, service_h).collect();
-                let session_hash = super::index::session_hash(&span.attributes);
+                let (attr_hashes, session_hash) =
+                    super::index::span_hashes(&span.attributes, service_h);
                 ps.spans.push(PreparedSpan {
                     parent_span_id: (!span.parent_span_id.is_empty())
                         .then_some(span.parent_span_id),

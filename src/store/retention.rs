@@ -91,9 +91,8 @@ fn index_entries<P: rusqlite::ToSql>(
         let body = r.get_ref(2)?.as_blob()?;
         if let Ok(span) = <crate::model::Span as prost::Message>::decode(body) {
             let service = super::index::service_hash(r.get_ref(3)?.as_str()?);
-            gone.extend(
-                super::index::span_hashes(&span.attributes, service).map(|h| (h, start, seq)),
-            );
+            let (all, _) = super::index::span_hashes(&span.attributes, service);
+            gone.extend(all.into_iter().map(|h| (h, start, seq)));
         }
     }
     Ok(())

@@ -1032,7 +1032,7 @@ fn previous_copy(
         } else {
             let service_h = super::index::service_hash(&service);
             Span::decode(old_body)
-                .map(|s| super::index::span_hashes(&s.attributes, service_h).collect())
+                .map(|s| super::index::span_hashes(&s.attributes, service_h).0)
                 .unwrap_or_default()
         };
         let operation: Option<String> = r.get(5)?;
@@ -1157,11 +1157,8 @@ fn trace_number(tx: &Transaction, pending: &mut Pending, trace_id: &[u8]) -> rus
     if let Some(tn) = pending.trace_numbers.get(trace_id) {
         return Ok(*tn);
     }
-    let known: Option<i64> = tx
-        .prepare_cached("SELECT tn FROM traces WHERE trace_id = ?1")?
-        .query_row([trace_id], |r| r.get(0))
-        .optional()?;
-    let tn = match known {
+    // Not `intern`'s upsert: its no-op update would rewrite a known trace's (random) page.
+    let tn = match super::trace_number(tx, trace_id)? {
         Some(tn) => tn,
         None => {
             tx.prepare_cached("INSERT INTO traces(trace_id) VALUES (?1)")?
