@@ -3,7 +3,7 @@
 //! receive-and-drop (`rotel-agent start --exporter blackhole`) in the same run, and prints figures.
 //! The saturation phases of the two alternate (rotel, then aotel) for `--rounds` rounds, each starting
 //! on a quiet machine, and the ratio printed last is the median of the rounds': this machine is shared
-//! and noisy, and one pair of phases can be off by a third.
+//! and noisy, and one pair of phases can be off by half or more, so five rounds by default.
 //!
 //! `cargo bench --bench ingest` (options after `--`: --seconds N --connections N --spans N --rate N
 //! --rounds N).
@@ -41,7 +41,7 @@ fn opts() -> Opts {
         connections: 8,
         spans: 100,
         rate: None,
-        rounds: 3,
+        rounds: 5,
     };
     let args: Vec<String> = std::env::args().collect();
     let mut i = 1;
