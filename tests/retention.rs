@@ -145,6 +145,90 @@ async fn age_removes_old_sessions_whole_and_keeps_new_ones() {
     server.stop().await;
 }
 
+/// The number `traces` gave trace `byte`, if it is stored.
+fn trace_number(server: &TestServer, byte: u8) -> Option<i64> {
+    let conn = rusqlite::Connection::open(&server.db).expect("open");
+    conn.query_row(
+        "SELECT tn FROM traces WHERE trace_id = ?1",
+        [vec![byte; 16]],
+        |r| r.get(0),
+    )
+    .ok()
+}
+
+async fn after_startup_pass(server: &TestServer) {
+    common::eventually("the startup retention pass", || async {
+        let s = server.get_json("/api/retention").await;
+        (!s["last_run_unix_nano"].is_null()).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_deleted_traces_number_is_never_given_again() {
+    // A session's traces are kept by number; a number given again would make a row left by a deleted
+    // trace (another session's, which shared it) point at an unrelated new trace.
+    let dir = tempfile::tempdir().expect("tmp");
+    let policy = || RetentionPolicy {
+        max_age: Some(Duration::from_secs(86_400)),
+        max_bytes: None,
+    };
+    let day = Duration::from_secs(86_400);
+    let server = TestServer::start_with(config(&dir, policy())).await;
+    after_startup_pass(&server).await;
+    send(
+        &server,
+        session("new", 0x02, Duration::from_secs(60), 3, 10),
+    )
+    .await;
+    // Sent last, the old session's trace has the highest number when retention deletes it.
+    send(&server, session("old", 0x01, 3 * day, 3, 10)).await;
+    let old = trace_number(&server, 0x01).expect("the old trace is numbered");
+    assert_eq!(run(&server).await["sessions"], 1);
+    assert_eq!(
+        trace_number(&server, 0x01),
+        None,
+        "deleted with its session"
+    );
+    send(
+        &server,
+        session("later", 0x03, Duration::from_secs(60), 3, 10),
+    )
+    .await;
+    let later = trace_number(&server, 0x03).expect("numbered");
+    assert!(
+        later > old,
+        "trace {later} took deleted trace {old}'s number"
+    );
+
+    // Across a restart too: the highest number given is kept, not derived from the traces left.
+    send(&server, session("old2", 0x04, 3 * day, 3, 10)).await;
+    let old2 = trace_number(&server, 0x04).expect("numbered");
+    assert_eq!(run(&server).await["sessions"], 1);
+    assert_eq!(trace_number(&server, 0x04), None);
+    server.stop().await;
+    let server = TestServer::start_with(config(&dir, policy())).await;
+    after_startup_pass(&server).await;
+    send(
+        &server,
+        session("latest", 0x05, Duration::from_secs(60), 3, 10),
+    )
+    .await;
+    let latest = trace_number(&server, 0x05).expect("numbered");
+    assert!(
+        latest > old2,
+        "after a restart, trace {latest} took {old2}'s number"
+    );
+    for key in ["new", "later", "latest"] {
+        let tree = server.get_json(&format!("/api/sessions/{key}")).await;
+        assert_eq!(
+            tree["session"]["traces"], 1,
+            "{key} has its one trace: {tree}"
+        );
+    }
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn size_cap_removes_the_oldest_until_it_fits() {
     let dir = tempfile::tempdir().expect("tmp");

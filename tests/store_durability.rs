@@ -162,6 +162,9 @@ async fn a_version_1_database_is_migrated_and_keeps_its_data() {
     let s = session(&server).await;
     assert_eq!(s["spans"], 1);
     assert_eq!(s["runs"], 1);
+    // Version 16 keyed a session's traces by numbers: the session still leads to its span.
+    let tree = server.get_json("/api/sessions/dur").await;
+    assert_eq!(tree["spans"][0]["span_id"], "ee".repeat(8), "{tree}");
     // New data lands after the old, with a higher sequence number.
     export(&server, vec![tool_span(3, false)]).await;
     let s = session(&server).await;
@@ -171,7 +174,18 @@ async fn a_version_1_database_is_migrated_and_keeps_its_data() {
     // Version 15 numbered the old trace: a copy of the old span is still the same span, and the
     // trace is found by its id with the old span and the new one in it.
     export(&server, vec![root_span()]).await;
-    assert_eq!(session(&server).await["spans"], 2);
+    let s = session(&server).await;
+    assert_eq!(s["spans"], 2);
+    assert_eq!(
+        s["traces"], 1,
+        "the migrated trace row is the new spans' too: {s}"
+    );
+    let tree = server.get_json("/api/sessions/dur").await;
+    assert_eq!(
+        tree["spans"][0]["children"][0]["span_id"],
+        "03".repeat(8),
+        "{tree}"
+    );
     let trace = server
         .get_json(&format!("/api/trace/{}", "11".repeat(16)))
         .await;

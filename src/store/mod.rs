@@ -12,12 +12,12 @@ mod writer;
 pub(crate) use read::{spans_of_trace, spans_where, trace_number};
 
 /// SQL for "the spans of session `?1`" (a literal, for `concat!`). Spans have no session index, which
-/// cost every span an insert: a session's traces (`session_traces`, one row per trace) lead to its
-/// spans through their trace numbers (`traces`) and the spans' (tn, span_id) index.
+/// cost every span an insert: a session's traces (`session_traces`, one row per trace, by the session's
+/// number and the trace's) lead to its spans through the spans' (tn, span_id) index.
 macro_rules! session_spans {
     () => {
-        "tn IN (SELECT t.tn FROM session_traces s JOIN traces t ON t.trace_id = s.trace_id
-                WHERE s.session = ?1) AND session = ?1"
+        "tn IN (SELECT tn FROM session_traces WHERE session = (SELECT num FROM sessions WHERE key = ?1))
+            AND session = ?1"
     };
 }
 

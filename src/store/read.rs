@@ -298,7 +298,7 @@ fn decoded_where<T: Message + Default, P: rusqlite::Params>(
     Ok(out)
 }
 
-/// The number `traces` gives trace `trace_id` (schema version 15), if it has any spans.
+/// The number `traces` gives trace `trace_id` (schema version 15), if it has any spans or logs.
 pub(crate) fn trace_number(c: &Connection, trace_id: &[u8]) -> rusqlite::Result<Option<i64>> {
     c.prepare_cached("SELECT tn FROM traces WHERE trace_id = ?1")?
         .query_row([trace_id], |r| r.get(0))

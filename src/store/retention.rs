@@ -152,7 +152,10 @@ pub fn step(
         // Whole traces: everything in the session's traces goes, whichever session key a span had;
         // every span of the session is in one of them (the writer notes each span's trace).
         let traces: Vec<Vec<u8>> = tx
-            .prepare_cached("SELECT trace_id FROM session_traces WHERE session = ?1")?
+            .prepare_cached(
+                "SELECT t.trace_id FROM session_traces st JOIN traces t ON t.tn = st.tn
+                 WHERE st.session = (SELECT num FROM sessions WHERE key = ?1)",
+            )?
             .query_map([key], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
         for trace in &traces {
@@ -169,8 +172,10 @@ pub fn step(
         report.logs += tx
             .prepare_cached("DELETE FROM logs WHERE session = ?1")?
             .execute([key])? as u64;
-        tx.prepare_cached("DELETE FROM session_traces WHERE session = ?1")?
-            .execute([key])?;
+        tx.prepare_cached(
+            "DELETE FROM session_traces WHERE session = (SELECT num FROM sessions WHERE key = ?1)",
+        )?
+        .execute([key])?;
         tx.prepare_cached("DELETE FROM sessions WHERE key = ?1")?
             .execute([key])?;
         report.sessions += 1;

@@ -249,6 +249,45 @@ pub const MIGRATIONS: &[&str] = &[
     DROP INDEX spans_by_id;
     CREATE UNIQUE INDEX spans_by_id ON spans(tn, span_id);
     "#,
+    // 16: a session's traces are kept by numbers, the session's (`sessions.num`, now an explicit
+    // INTEGER PRIMARY KEY, which VACUUM keeps) and the trace's. Keyed by the session's key and trace id,
+    // every new session and trace landed on a random page of `session_traces`, a WAL frame per commit
+    // each; numbers grow, so a new session's rows go at the end. The writer never gives a trace number
+    // twice (meta `trace_seq`), so a row left by a deleted trace never points at a new one.
+    r#"
+    ALTER TABLE sessions RENAME TO sessions_v15;
+    ALTER TABLE session_traces RENAME TO session_traces_v15;
+    CREATE TABLE sessions(
+        num INTEGER PRIMARY KEY,
+        key TEXT NOT NULL UNIQUE,
+        title TEXT,
+        agent TEXT,
+        service TEXT NOT NULL,
+        status TEXT NOT NULL,
+        first_ns INTEGER NOT NULL,
+        last_ns INTEGER NOT NULL,
+        updated_seq INTEGER NOT NULL,
+        counters TEXT NOT NULL
+    );
+    INSERT INTO sessions(num, key, title, agent, service, status, first_ns, last_ns, updated_seq, counters)
+        SELECT rowid, key, title, agent, service, status, first_ns, last_ns, updated_seq, counters
+        FROM sessions_v15;
+    CREATE TABLE session_traces(
+        session INTEGER NOT NULL,
+        tn INTEGER NOT NULL,
+        PRIMARY KEY(session, tn)
+    ) WITHOUT ROWID;
+    INSERT INTO session_traces(session, tn)
+        SELECT s.num, t.tn FROM session_traces_v15 st
+        JOIN sessions s ON s.key = st.session
+        JOIN traces t ON t.trace_id = st.trace_id
+        ORDER BY 1, 2;
+    DROP TABLE session_traces_v15;
+    DROP TABLE sessions_v15;
+    CREATE INDEX sessions_by_first ON sessions(first_ns);
+    CREATE INDEX sessions_by_last ON sessions(last_ns);
+    CREATE INDEX sessions_running ON sessions(last_ns) WHERE status = 'running';
+    "#,
 ];
 
 pub fn version(conn: &Connection) -> rusqlite::Result<usize> {

@@ -371,6 +371,8 @@ pub(super) fn spawn(
 }
 
 struct SessionState {
+    /// `sessions.num`; none until the session's row is first written.
+    num: Option<i64>,
     title: Option<String>,
     agent: Option<String>,
     service: String,
@@ -385,6 +387,8 @@ struct WriterState {
     dims: Dims,
     next_span_seq: i64,
     next_log_seq: i64,
+    /// The next `traces.tn` to give: above every number given before, deleted traces' included.
+    next_trace_number: i64,
     resources: HashMap<[u8; 16], i64>,
     scopes: HashMap<[u8; 16], i64>,
     operations: Operations,
@@ -403,7 +407,8 @@ type Operations = HashMap<String, HashMap<String, u32>>;
 #[derive(Default)]
 struct Pending {
     sessions: HashMap<String, SessionState>,
-    session_traces: HashMap<String, HashSet<Vec<u8>>>,
+    /// The trace numbers of each session's spans and logs in this transaction.
+    session_traces: HashMap<String, HashSet<i64>>,
     spans: Vec<SpanSummary>,
     logs: Vec<LogSummary>,
     /// Spans and logs stored without a summary (prepared while nobody listened or spans were not
@@ -416,8 +421,10 @@ struct Pending {
     backlog: Backlog,
     /// Seqs of replaced span copies whose rows may still be in the writer's backlog.
     replaced: Vec<i64>,
-    /// The numbers (`traces.tn`) of the traces this transaction wrote spans of.
+    /// The numbers (`traces.tn`) of the traces this transaction wrote spans or logs of.
     trace_numbers: HashMap<Vec<u8>, i64>,
+    /// The next number a new trace gets.
+    next_trace_number: i64,
 }
 
 impl WriterState {
@@ -432,6 +439,7 @@ impl WriterState {
             dims: Dims::default(),
             next_span_seq: 1,
             next_log_seq: 1,
+            next_trace_number: 1,
             resources: HashMap::new(),
             scopes: HashMap::new(),
             operations: HashMap::new(),
@@ -453,18 +461,17 @@ impl WriterState {
         self.scopes.clear();
         self.operations.clear();
         self.dims = Dims::load(&self.conn)?;
-        let hwm = |key: &str, table: &str| -> rusqlite::Result<i64> {
+        let hwm = |key: &str, max: &str| -> rusqlite::Result<i64> {
             let stored: Option<i64> = self
                 .conn
                 .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
                 .optional()?;
-            let max: Option<i64> =
-                self.conn
-                    .query_row(&format!("SELECT MAX(seq) FROM {table}"), [], |r| r.get(0))?;
+            let max: Option<i64> = self.conn.query_row(max, [], |r| r.get(0))?;
             Ok(stored.unwrap_or(0).max(max.unwrap_or(0)) + 1)
         };
-        self.next_span_seq = hwm("span_seq", "spans")?;
-        self.next_log_seq = hwm("log_seq", "logs")?;
+        self.next_span_seq = hwm("span_seq", "SELECT MAX(seq) FROM spans")?;
+        self.next_log_seq = hwm("log_seq", "SELECT MAX(seq) FROM logs")?;
+        self.next_trace_number = hwm("trace_seq", "SELECT MAX(tn) FROM traces")?;
         Ok(())
     }
 
@@ -622,6 +629,7 @@ impl WriterState {
         let started = std::time::Instant::now();
         let mut pending = Pending {
             dims: std::mem::take(&mut self.dims),
+            next_trace_number: self.next_trace_number,
             ..Pending::default()
         };
         let mut receipts = Vec::with_capacity(batches.len());
@@ -679,16 +687,23 @@ impl WriterState {
             .or(pending.backlog.first_seq())
             .map_or(seqs.0 - 1, |seq| seq - 1);
         tx.prepare_cached(
-            "INSERT INTO meta(key, value) VALUES ('span_seq', ?1), ('log_seq', ?2), ('span_attrs_upto', ?3)
+            "INSERT INTO meta(key, value) VALUES ('span_seq', ?1), ('log_seq', ?2), ('span_attrs_upto', ?3),
+                ('trace_seq', ?4)
              ON CONFLICT(key) DO UPDATE SET value = excluded.value",
         )?
-        .execute(params![seqs.0 - 1, seqs.1 - 1, indexed_upto])?;
+        .execute(params![
+            seqs.0 - 1,
+            seqs.1 - 1,
+            indexed_upto,
+            pending.next_trace_number - 1
+        ])?;
         tx.commit()?;
         for seq in pending.replaced.drain(..) {
             self.backlog.forget(seq);
         }
         self.backlog.append(&mut pending.backlog);
         (self.next_span_seq, self.next_log_seq) = seqs;
+        self.next_trace_number = pending.next_trace_number;
         self.dims = std::mem::take(&mut pending.dims);
         self.metrics.observe_commit(started.elapsed().as_secs_f64());
         let stored = receipts
@@ -974,7 +989,7 @@ fn store_span<'a>(
     } else {
         None
     };
-    note_trace(pending, &f.session, &span.trace_id);
+    note_trace(pending, &f.session, at.tn);
     let duration_s = span.end_ns.saturating_sub(span.start_ns) as f64 / 1e9;
     pending.stats.span(
         tx,
@@ -1135,7 +1150,8 @@ fn store_log(
             state.last_ns = state.last_ns.max(log.time_ns);
         }
         if let Some(trace_id) = &log.trace_id {
-            note_trace(pending, session, trace_id);
+            let tn = trace_number(tx, pending, trace_id)?;
+            note_trace(pending, session, tn);
         }
     }
     pending
@@ -1152,7 +1168,9 @@ fn store_log(
 }
 
 /// The number of trace `trace_id` (`traces.tn`), given to it here if it is new. Numbers grow, so the
-/// spans' (tn, span_id) index grows at its end however random the trace ids are.
+/// spans' (tn, span_id) index grows at its end however random the trace ids are. They are given
+/// explicitly, not as SQLite's next rowid, which would give a deleted last trace's number again and
+/// let a `session_traces` row of the deleted trace point at the new one.
 fn trace_number(tx: &Transaction, pending: &mut Pending, trace_id: &[u8]) -> rusqlite::Result<i64> {
     if let Some(tn) = pending.trace_numbers.get(trace_id) {
         return Ok(*tn);
@@ -1161,26 +1179,26 @@ fn trace_number(tx: &Transaction, pending: &mut Pending, trace_id: &[u8]) -> rus
     let tn = match super::trace_number(tx, trace_id)? {
         Some(tn) => tn,
         None => {
-            tx.prepare_cached("INSERT INTO traces(trace_id) VALUES (?1)")?
-                .execute([trace_id])?;
-            tx.last_insert_rowid()
+            let tn = pending.next_trace_number;
+            tx.prepare_cached("INSERT INTO traces(tn, trace_id) VALUES (?1, ?2)")?
+                .execute(params![tn, trace_id])?;
+            pending.next_trace_number += 1;
+            tn
         }
     };
     pending.trace_numbers.insert(trace_id.to_vec(), tn);
     Ok(tn)
 }
 
-/// Remembers that `session` has `trace_id`, allocating only the first time in a transaction.
-fn note_trace(pending: &mut Pending, session: &str, trace_id: &[u8]) {
+/// Remembers that `session` has trace number `tn`, allocating only the first time in a transaction.
+fn note_trace(pending: &mut Pending, session: &str, tn: i64) {
     if let Some(traces) = pending.session_traces.get_mut(session) {
-        if !traces.contains(trace_id) {
-            traces.insert(trace_id.to_vec());
-        }
+        traces.insert(tn);
         return;
     }
     pending
         .session_traces
-        .insert(session.to_string(), HashSet::from_iter([trace_id.to_vec()]));
+        .insert(session.to_string(), HashSet::from_iter([tn]));
 }
 
 fn session_mut<'p>(
@@ -1201,10 +1219,13 @@ fn session_mut<'p>(
         Entry::Vacant(v) => v,
     };
     let loaded = tx
-        .prepare_cached("SELECT title, agent, service, first_ns, last_ns, counters FROM sessions WHERE key = ?1")?
+        .prepare_cached(
+            "SELECT title, agent, service, first_ns, last_ns, counters, num FROM sessions WHERE key = ?1",
+        )?
         .query_row([key], |r| {
             let counters: String = r.get(5)?;
             Ok(SessionState {
+                num: Some(r.get(6)?),
                 title: r.get(0)?,
                 agent: r.get(1)?,
                 service: r.get(2)?,
@@ -1215,6 +1236,7 @@ fn session_mut<'p>(
         })
         .optional()?;
     Ok(vacant.insert(loaded.unwrap_or_else(|| SessionState {
+        num: None,
         title: None,
         agent: None,
         service: service.to_string(),
@@ -1231,17 +1253,29 @@ fn write_sessions(
     idle_ns: u64,
 ) -> rusqlite::Result<Vec<SessionRow>> {
     let now = crate::model::time::now_ns();
+    let add = |num: i64, tn: i64| -> rusqlite::Result<bool> {
+        tx.prepare_cached("INSERT OR IGNORE INTO session_traces(session, tn) VALUES (?1, ?2)")?
+            .execute(params![num, tn])
+            .map(|added| added > 0)
+    };
+    // A new session's traces are all new to it; their rows wait for the number its row gets.
+    let mut waiting: HashMap<String, HashSet<i64>> = HashMap::new();
     for (session, traces) in pending.session_traces.drain() {
-        for trace_id in traces {
-            let added = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO session_traces(session, trace_id) VALUES (?1, ?2)",
-                )?
-                .execute(params![session, trace_id])?;
-            if added > 0 {
-                if let Some(state) = pending.sessions.get_mut(&session) {
-                    state.counters.traces += 1;
+        // Every span and log that notes a trace has made its session's state first.
+        let Some(state) = pending.sessions.get_mut(&session) else {
+            continue;
+        };
+        match state.num {
+            Some(num) => {
+                for tn in traces {
+                    if add(num, tn)? {
+                        state.counters.traces += 1;
+                    }
                 }
+            }
+            None => {
+                state.counters.traces += traces.len() as i64;
+                waiting.insert(session, traces);
             }
         }
     }
@@ -1254,24 +1288,32 @@ fn write_sessions(
         };
         let counters = serde_json::to_string(&s.counters).unwrap_or_default();
         let status = s.counters.status(s.last_ns, now, idle_ns);
-        tx.prepare_cached(
-            "INSERT INTO sessions(key, title, agent, service, status, first_ns, last_ns, updated_seq, counters)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-             ON CONFLICT(key) DO UPDATE SET title = excluded.title, agent = excluded.agent,
-                status = excluded.status, first_ns = excluded.first_ns, last_ns = excluded.last_ns,
-                updated_seq = excluded.updated_seq, counters = excluded.counters",
-        )?
-        .execute(params![
-            key,
-            s.title,
-            s.agent,
-            s.service,
-            status,
-            first as i64,
-            s.last_ns as i64,
-            seq,
-            counters
-        ])?;
+        let num: i64 = tx
+            .prepare_cached(
+                "INSERT INTO sessions(key, title, agent, service, status, first_ns, last_ns, updated_seq, counters)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT(key) DO UPDATE SET title = excluded.title, agent = excluded.agent,
+                    status = excluded.status, first_ns = excluded.first_ns, last_ns = excluded.last_ns,
+                    updated_seq = excluded.updated_seq, counters = excluded.counters
+                 RETURNING num",
+            )?
+            .query_row(
+                params![
+                    key,
+                    s.title,
+                    s.agent,
+                    s.service,
+                    status,
+                    first as i64,
+                    s.last_ns as i64,
+                    seq,
+                    counters
+                ],
+                |r| r.get(0),
+            )?;
+        for tn in waiting.remove(&key).unwrap_or_default() {
+            add(num, tn)?;
+        }
         rows.push(SessionRow::new(
             key,
             s.title,
