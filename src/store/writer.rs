@@ -371,8 +371,8 @@ pub(super) fn spawn(
 }
 
 struct SessionState {
-    /// `sessions.num`; none until the session's row is first written.
-    num: Option<i64>,
+    /// `sessions.num`, given by the writer to a new session.
+    num: i64,
     title: Option<String>,
     agent: Option<String>,
     service: String,
@@ -389,6 +389,9 @@ struct WriterState {
     next_log_seq: i64,
     /// The next `traces.tn` to give: above every number given before, deleted traces' included.
     next_trace_number: i64,
+    /// The next `sessions.num` to give. A deleted session's rows in `session_traces` go with it, so
+    /// its number may be given again after a restart.
+    next_session_number: i64,
     resources: HashMap<[u8; 16], i64>,
     scopes: HashMap<[u8; 16], i64>,
     operations: Operations,
@@ -423,8 +426,9 @@ struct Pending {
     replaced: Vec<i64>,
     /// The numbers (`traces.tn`) of the traces this transaction wrote spans or logs of.
     trace_numbers: HashMap<Vec<u8>, i64>,
-    /// The next number a new trace gets.
+    /// The next numbers a new trace and a new session get.
     next_trace_number: i64,
+    next_session_number: i64,
 }
 
 impl WriterState {
@@ -440,6 +444,7 @@ impl WriterState {
             next_span_seq: 1,
             next_log_seq: 1,
             next_trace_number: 1,
+            next_session_number: 1,
             resources: HashMap::new(),
             scopes: HashMap::new(),
             operations: HashMap::new(),
@@ -472,6 +477,11 @@ impl WriterState {
         self.next_span_seq = hwm("span_seq", "SELECT MAX(seq) FROM spans")?;
         self.next_log_seq = hwm("log_seq", "SELECT MAX(seq) FROM logs")?;
         self.next_trace_number = hwm("trace_seq", "SELECT MAX(tn) FROM traces")?;
+        self.next_session_number =
+            self.conn
+                .query_row("SELECT COALESCE(MAX(num), 0) + 1 FROM sessions", [], |r| {
+                    r.get(0)
+                })?;
         Ok(())
     }
 
@@ -630,6 +640,7 @@ impl WriterState {
         let mut pending = Pending {
             dims: std::mem::take(&mut self.dims),
             next_trace_number: self.next_trace_number,
+            next_session_number: self.next_session_number,
             ..Pending::default()
         };
         let mut receipts = Vec::with_capacity(batches.len());
@@ -704,6 +715,7 @@ impl WriterState {
         self.backlog.append(&mut pending.backlog);
         (self.next_span_seq, self.next_log_seq) = seqs;
         self.next_trace_number = pending.next_trace_number;
+        self.next_session_number = pending.next_session_number;
         self.dims = std::mem::take(&mut pending.dims);
         self.metrics.observe_commit(started.elapsed().as_secs_f64());
         let stored = receipts
@@ -1225,7 +1237,7 @@ fn session_mut<'p>(
         .query_row([key], |r| {
             let counters: String = r.get(5)?;
             Ok(SessionState {
-                num: Some(r.get(6)?),
+                num: r.get(6)?,
                 title: r.get(0)?,
                 agent: r.get(1)?,
                 service: r.get(2)?,
@@ -1235,8 +1247,12 @@ fn session_mut<'p>(
             })
         })
         .optional()?;
+    let num = pending.next_session_number;
+    if loaded.is_none() {
+        pending.next_session_number += 1;
+    }
     Ok(vacant.insert(loaded.unwrap_or_else(|| SessionState {
-        num: None,
+        num,
         title: None,
         agent: None,
         service: service.to_string(),
@@ -1253,29 +1269,19 @@ fn write_sessions(
     idle_ns: u64,
 ) -> rusqlite::Result<Vec<SessionRow>> {
     let now = crate::model::time::now_ns();
-    let add = |num: i64, tn: i64| -> rusqlite::Result<bool> {
-        tx.prepare_cached("INSERT OR IGNORE INTO session_traces(session, tn) VALUES (?1, ?2)")?
-            .execute(params![num, tn])
-            .map(|added| added > 0)
-    };
-    // A new session's traces are all new to it; their rows wait for the number its row gets.
-    let mut waiting: HashMap<String, HashSet<i64>> = HashMap::new();
     for (session, traces) in pending.session_traces.drain() {
         // Every span and log that notes a trace has made its session's state first.
         let Some(state) = pending.sessions.get_mut(&session) else {
             continue;
         };
-        match state.num {
-            Some(num) => {
-                for tn in traces {
-                    if add(num, tn)? {
-                        state.counters.traces += 1;
-                    }
-                }
-            }
-            None => {
-                state.counters.traces += traces.len() as i64;
-                waiting.insert(session, traces);
+        for tn in traces {
+            let added = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO session_traces(session, tn) VALUES (?1, ?2)",
+                )?
+                .execute(params![state.num, tn])?;
+            if added > 0 {
+                state.counters.traces += 1;
             }
         }
     }
@@ -1288,32 +1294,26 @@ fn write_sessions(
         };
         let counters = serde_json::to_string(&s.counters).unwrap_or_default();
         let status = s.counters.status(s.last_ns, now, idle_ns);
-        let num: i64 = tx
-            .prepare_cached(
-                "INSERT INTO sessions(key, title, agent, service, status, first_ns, last_ns, updated_seq, counters)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                 ON CONFLICT(key) DO UPDATE SET title = excluded.title, agent = excluded.agent,
-                    status = excluded.status, first_ns = excluded.first_ns, last_ns = excluded.last_ns,
-                    updated_seq = excluded.updated_seq, counters = excluded.counters
-                 RETURNING num",
-            )?
-            .query_row(
-                params![
-                    key,
-                    s.title,
-                    s.agent,
-                    s.service,
-                    status,
-                    first as i64,
-                    s.last_ns as i64,
-                    seq,
-                    counters
-                ],
-                |r| r.get(0),
-            )?;
-        for tn in waiting.remove(&key).unwrap_or_default() {
-            add(num, tn)?;
-        }
+        tx.prepare_cached(
+            "INSERT INTO sessions(num, key, title, agent, service, status, first_ns, last_ns, updated_seq,
+                counters)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT(key) DO UPDATE SET title = excluded.title, agent = excluded.agent,
+                status = excluded.status, first_ns = excluded.first_ns, last_ns = excluded.last_ns,
+                updated_seq = excluded.updated_seq, counters = excluded.counters",
+        )?
+        .execute(params![
+            s.num,
+            key,
+            s.title,
+            s.agent,
+            s.service,
+            status,
+            first as i64,
+            s.last_ns as i64,
+            seq,
+            counters
+        ])?;
         rows.push(SessionRow::new(
             key,
             s.title,
