@@ -179,15 +179,30 @@ async fn a_schema_10_database_gets_service_and_time_entries_at_startup() {
     );
 
     // A schema-10 file: the same spans and attribute entries, the spans table's own service and time
-    // indexes and its (trace id, span id) index, no trace numbers, and none of the entries that
-    // replace them.
+    // indexes and its (trace id, span id) index, no trace or session numbers, and none of the entries
+    // that replace them.
     {
         let c = rusqlite::Connection::open(&db).expect("open db");
         let mut gone: Vec<_> = indexed.iter().filter(keys).copied().collect();
         let tx = c.unchecked_transaction().expect("tx");
         aotel::store::index::unindex(&tx, &mut gone).expect("delete entries");
         tx.execute_batch(
-            "CREATE INDEX spans_by_service ON spans(service, start_ns);
+            "ALTER TABLE session_traces RENAME TO session_traces_v16;
+             CREATE TABLE session_traces(session TEXT NOT NULL, trace_id BLOB NOT NULL,
+                PRIMARY KEY(session, trace_id)) WITHOUT ROWID;
+             INSERT INTO session_traces SELECT s.key, t.trace_id FROM session_traces_v16 st
+                JOIN sessions s ON s.num = st.session JOIN traces t ON t.tn = st.tn;
+             DROP TABLE session_traces_v16;
+             ALTER TABLE sessions RENAME TO sessions_v16;
+             CREATE TABLE sessions(key TEXT PRIMARY KEY, title TEXT, agent TEXT, service TEXT NOT NULL,
+                status TEXT NOT NULL, first_ns INTEGER NOT NULL, last_ns INTEGER NOT NULL,
+                updated_seq INTEGER NOT NULL, counters TEXT NOT NULL);
+             INSERT INTO sessions SELECT key, title, agent, service, status, first_ns, last_ns, updated_seq,
+                counters FROM sessions_v16;
+             DROP TABLE sessions_v16;
+             CREATE INDEX sessions_by_first ON sessions(first_ns);
+             CREATE INDEX sessions_by_last ON sessions(last_ns);
+             CREATE INDEX spans_by_service ON spans(service, start_ns);
              CREATE INDEX spans_by_start ON spans(start_ns);
              CREATE INDEX session_traces_by_trace ON session_traces(trace_id);
              DROP INDEX spans_by_id;
