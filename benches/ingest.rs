@@ -361,6 +361,8 @@ fn main() {
     let seq = Arc::new(AtomicU64::new(1));
     // Paced twice: on a fresh store, and right after the saturation phases (below).
     let rate = o.rate.unwrap_or(DEFAULT_RATE);
+    // What ran before (a previous run's store being deleted, a build) must not land in this phase.
+    settle();
     let mut paced = rt.block_on(drive(grpc, http, &o, Some(rate), &seq));
     report(&format!("aotel, paced at {rate}/s"), &mut paced);
     let mut acked = paced.spans;
