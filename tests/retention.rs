@@ -86,11 +86,7 @@ async fn old_and_new(spans: usize) -> (tempfile::TempDir, TestServer) {
     };
     let server = TestServer::start_with(config(&dir, policy)).await;
     // The policy also runs once at startup; sent before that pass, "old" could go before the test looks.
-    common::eventually("the startup retention pass", || async {
-        let s = server.get_json("/api/retention").await;
-        (!s["last_run_unix_nano"].is_null()).then_some(())
-    })
-    .await;
+    after_startup_pass(&server).await;
     let old = session("old", 0x01, Duration::from_secs(3 * 86_400), spans, 10);
     send(&server, old).await;
     send(
@@ -164,6 +160,23 @@ async fn after_startup_pass(server: &TestServer) {
     .await;
 }
 
+/// Sends an old session last, so that its trace has the highest number, and lets retention delete it;
+/// the number its trace had.
+async fn delete_newest_trace(server: &TestServer, key: &str, byte: u8) -> i64 {
+    let old = Duration::from_secs(3 * 86_400);
+    send(server, session(key, byte, old, 3, 10)).await;
+    let tn = trace_number(server, byte).expect("the old trace is numbered");
+    assert_eq!(run(server).await["sessions"], 1);
+    assert_eq!(trace_number(server, byte), None, "deleted with its session");
+    tn
+}
+
+/// Sends a recent session; the number its trace got.
+async fn new_trace(server: &TestServer, key: &str, byte: u8) -> i64 {
+    send(server, session(key, byte, Duration::from_secs(60), 3, 10)).await;
+    trace_number(server, byte).expect("numbered")
+}
+
 #[tokio::test]
 async fn a_deleted_traces_number_is_never_given_again() {
     // A session's traces are kept by number; a number given again would make a row left by a deleted
@@ -173,48 +186,23 @@ async fn a_deleted_traces_number_is_never_given_again() {
         max_age: Some(Duration::from_secs(86_400)),
         max_bytes: None,
     };
-    let day = Duration::from_secs(86_400);
     let server = TestServer::start_with(config(&dir, policy())).await;
     after_startup_pass(&server).await;
-    send(
-        &server,
-        session("new", 0x02, Duration::from_secs(60), 3, 10),
-    )
-    .await;
-    // Sent last, the old session's trace has the highest number when retention deletes it.
-    send(&server, session("old", 0x01, 3 * day, 3, 10)).await;
-    let old = trace_number(&server, 0x01).expect("the old trace is numbered");
-    assert_eq!(run(&server).await["sessions"], 1);
-    assert_eq!(
-        trace_number(&server, 0x01),
-        None,
-        "deleted with its session"
-    );
-    send(
-        &server,
-        session("later", 0x03, Duration::from_secs(60), 3, 10),
-    )
-    .await;
-    let later = trace_number(&server, 0x03).expect("numbered");
+    let first = new_trace(&server, "new", 0x02).await;
+    let old = delete_newest_trace(&server, "old", 0x01).await;
+    assert!(old > first);
+    let later = new_trace(&server, "later", 0x03).await;
     assert!(
         later > old,
         "trace {later} took deleted trace {old}'s number"
     );
 
     // Across a restart too: the highest number given is kept, not derived from the traces left.
-    send(&server, session("old2", 0x04, 3 * day, 3, 10)).await;
-    let old2 = trace_number(&server, 0x04).expect("numbered");
-    assert_eq!(run(&server).await["sessions"], 1);
-    assert_eq!(trace_number(&server, 0x04), None);
+    let old2 = delete_newest_trace(&server, "old2", 0x04).await;
     server.stop().await;
     let server = TestServer::start_with(config(&dir, policy())).await;
     after_startup_pass(&server).await;
-    send(
-        &server,
-        session("latest", 0x05, Duration::from_secs(60), 3, 10),
-    )
-    .await;
-    let latest = trace_number(&server, 0x05).expect("numbered");
+    let latest = new_trace(&server, "latest", 0x05).await;
     assert!(
         latest > old2,
         "after a restart, trace {latest} took {old2}'s number"
