@@ -130,7 +130,8 @@ async fn a_version_1_database_is_migrated_and_keeps_its_data() {
         conn.execute_batch(
             "INSERT INTO resources(id, hash, service, schema_url, body) VALUES (1, x'01', 'old-svc', '', x'');
              INSERT INTO scopes(id, hash, name, version, schema_url, body) VALUES (1, x'02', '', '', '', x'');
-             INSERT INTO session_traces(session, trace_id) VALUES ('dur', x'11111111111111111111111111111111');",
+             INSERT INTO session_traces(session, trace_id) VALUES ('dur', x'11111111111111111111111111111111');
+             INSERT INTO session_traces(session, trace_id) VALUES ('dur', x'22222222222222222222222222222222');",
         )
         .expect("seed");
         let span = root_span();
@@ -153,7 +154,7 @@ async fn a_version_1_database_is_migrated_and_keeps_its_data() {
         conn.execute(
             "INSERT INTO sessions(key, title, agent, service, status, first_ns, last_ns, updated_seq, counters)
              VALUES ('dur', NULL, 'dev', 'old-svc', 'finished', ?1, ?2, 7,
-                '{\"traces\":1,\"spans\":1,\"runs\":1,\"roots\":1}')",
+                '{\"traces\":2,\"spans\":1,\"runs\":1,\"roots\":1}')",
             rusqlite::params![span.start_time_unix_nano as i64, span.end_time_unix_nano as i64],
         )
         .expect("session");
@@ -177,7 +178,7 @@ async fn a_version_1_database_is_migrated_and_keeps_its_data() {
     let s = session(&server).await;
     assert_eq!(s["spans"], 2);
     assert_eq!(
-        s["traces"], 1,
+        s["traces"], 2,
         "the migrated trace row is the new spans' too: {s}"
     );
     let tree = server.get_json("/api/sessions/dur").await;
@@ -200,6 +201,15 @@ async fn a_version_1_database_is_migrated_and_keeps_its_data() {
         schema::version(&conn).expect("version"),
         schema::MIGRATIONS.len()
     );
+    // Version 16 kept both of the session's traces, the one known only from a log record too.
+    let traces: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM session_traces WHERE session = (SELECT num FROM sessions WHERE key = 'dur')",
+            [],
+            |r| r.get(0),
+        )
+        .expect("session traces");
+    assert_eq!(traces, 2);
     // Version 2 built the operations catalogue from the spans that were already there.
     let ops: i64 = conn
         .query_row(

@@ -253,7 +253,8 @@ pub const MIGRATIONS: &[&str] = &[
     // INTEGER PRIMARY KEY, which VACUUM keeps) and the trace's. Keyed by the session's key and trace id,
     // every new session and trace landed on a random page of `session_traces`, a WAL frame per commit
     // each; numbers grow, so a new session's rows go at the end. The writer never gives a trace number
-    // twice (meta `trace_seq`), so a row left by a deleted trace never points at a new one.
+    // twice (meta `trace_seq`), so a row left by a deleted trace never points at a new one. A trace
+    // known only from log records had no number before; it gets one, as the writer now gives it.
     r#"
     ALTER TABLE sessions RENAME TO sessions_v15;
     ALTER TABLE session_traces RENAME TO session_traces_v15;
@@ -277,6 +278,9 @@ pub const MIGRATIONS: &[&str] = &[
         tn INTEGER NOT NULL,
         PRIMARY KEY(session, tn)
     ) WITHOUT ROWID;
+    INSERT INTO traces(trace_id)
+        SELECT DISTINCT trace_id FROM session_traces_v15
+        WHERE trace_id NOT IN (SELECT trace_id FROM traces);
     INSERT INTO session_traces(session, tn)
         SELECT s.num, t.tn FROM session_traces_v15 st
         JOIN sessions s ON s.key = st.session
