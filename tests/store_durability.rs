@@ -201,24 +201,21 @@ async fn a_version_1_database_is_migrated_and_keeps_its_data() {
         schema::version(&conn).expect("version"),
         schema::MIGRATIONS.len()
     );
+    let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).expect(sql) };
     // Version 16 kept both of the session's traces, the one known only from a log record too.
-    let traces: i64 = conn
-        .query_row(
-            "SELECT COUNT(*) FROM session_traces WHERE session = (SELECT num FROM sessions WHERE key = 'dur')",
-            [],
-            |r| r.get(0),
-        )
-        .expect("session traces");
-    assert_eq!(traces, 2);
+    assert_eq!(
+        count(
+            "SELECT COUNT(*) FROM session_traces WHERE session = (SELECT num FROM sessions WHERE key = 'dur')"
+        ),
+        2
+    );
     // Version 2 built the operations catalogue from the spans that were already there.
-    let ops: i64 = conn
-        .query_row(
-            "SELECT COUNT(*) FROM operations WHERE service = 'old-svc' AND name = 'invoke_agent dev'",
-            [],
-            |r| r.get(0),
-        )
-        .expect("operations");
-    assert_eq!(ops, 1);
+    assert_eq!(
+        count(
+            "SELECT COUNT(*) FROM operations WHERE service = 'old-svc' AND name = 'invoke_agent dev'"
+        ),
+        1
+    );
     let ok: String = conn
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .expect("check");

@@ -113,15 +113,17 @@ pub fn step(
         .max_age
         .map(|a| now_ns.saturating_sub(a.as_nanos().min(u64::MAX as u128) as u64) as i64);
     let floor = unforwarded_floor(conn)?;
-    let candidates: Vec<String> = if over_cap {
-        conn.prepare_cached("SELECT key FROM sessions ORDER BY last_ns, key LIMIT ?1")?
-            .query_map([STEP_SESSIONS], |r| r.get(0))?
+    let candidates: Vec<(i64, String)> = if over_cap {
+        conn.prepare_cached("SELECT num, key FROM sessions ORDER BY last_ns, key LIMIT ?1")?
+            .query_map([STEP_SESSIONS], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?
     } else if let Some(cutoff) = cutoff {
         conn.prepare_cached(
-            "SELECT key FROM sessions WHERE last_ns < ?1 ORDER BY last_ns, key LIMIT ?2",
+            "SELECT num, key FROM sessions WHERE last_ns < ?1 ORDER BY last_ns, key LIMIT ?2",
         )?
-        .query_map(params![cutoff, STEP_SESSIONS * 4], |r| r.get(0))?
+        .query_map(params![cutoff, STEP_SESSIONS * 4], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
         .collect::<rusqlite::Result<_>>()?
     } else {
         Vec::new()
@@ -129,7 +131,7 @@ pub fn step(
     let tx = conn.transaction()?;
     let mut deleted = 0i64;
     let mut unindexed = Vec::new();
-    for key in &candidates {
+    for (num, key) in &candidates {
         if deleted >= STEP_SESSIONS {
             report.more = true;
             break;
@@ -151,33 +153,32 @@ pub fn step(
         report.unforwarded_spans_dropped += unforwarded as u64;
         // Whole traces: everything in the session's traces goes, whichever session key a span had;
         // every span of the session is in one of them (the writer notes each span's trace).
-        let traces: Vec<Vec<u8>> = tx
+        // By number: spans and `traces` are keyed by it; logs name the trace id.
+        let traces: Vec<(i64, Vec<u8>)> = tx
             .prepare_cached(
-                "SELECT t.trace_id FROM session_traces st JOIN traces t ON t.tn = st.tn
-                 WHERE st.session = (SELECT num FROM sessions WHERE key = ?1)",
+                "SELECT t.tn, t.trace_id FROM session_traces st JOIN traces t ON t.tn = st.tn
+                 WHERE st.session = ?1",
             )?
-            .query_map([key], |r| r.get(0))?
+            .query_map([num], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?;
-        for trace in &traces {
-            index_entries(&tx, super::trace_spans!(), trace, &mut unindexed)?;
+        for (tn, trace_id) in &traces {
+            index_entries(&tx, "tn = ?1", tn, &mut unindexed)?;
             report.spans += tx
-                .prepare_cached(concat!("DELETE FROM spans WHERE ", super::trace_spans!()))?
-                .execute([trace])? as u64;
-            tx.prepare_cached("DELETE FROM traces WHERE trace_id = ?1")?
-                .execute([trace])?;
+                .prepare_cached("DELETE FROM spans WHERE tn = ?1")?
+                .execute([tn])? as u64;
+            tx.prepare_cached("DELETE FROM traces WHERE tn = ?1")?
+                .execute([tn])?;
             report.logs += tx
                 .prepare_cached("DELETE FROM logs WHERE trace_id = ?1")?
-                .execute([trace])? as u64;
+                .execute([trace_id])? as u64;
         }
         report.logs += tx
             .prepare_cached("DELETE FROM logs WHERE session = ?1")?
             .execute([key])? as u64;
-        tx.prepare_cached(
-            "DELETE FROM session_traces WHERE session = (SELECT num FROM sessions WHERE key = ?1)",
-        )?
-        .execute([key])?;
-        tx.prepare_cached("DELETE FROM sessions WHERE key = ?1")?
-            .execute([key])?;
+        tx.prepare_cached("DELETE FROM session_traces WHERE session = ?1")?
+            .execute([num])?;
+        tx.prepare_cached("DELETE FROM sessions WHERE num = ?1")?
+            .execute([num])?;
         report.sessions += 1;
         deleted += 1;
         // Under the cap, stop as soon as it fits: only the oldest that must go, go.

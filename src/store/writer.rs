@@ -373,6 +373,8 @@ pub(super) fn spawn(
 struct SessionState {
     /// `sessions.num`, given by the writer to a new session.
     num: i64,
+    /// The numbers of the traces this transaction's spans and logs of the session are in.
+    traces: HashSet<i64>,
     title: Option<String>,
     agent: Option<String>,
     service: String,
@@ -385,13 +387,7 @@ struct WriterState {
     conn: Connection,
     metrics: Arc<Metrics>,
     dims: Dims,
-    next_span_seq: i64,
-    next_log_seq: i64,
-    /// The next `traces.tn` to give: above every number given before, deleted traces' included.
-    next_trace_number: i64,
-    /// The next `sessions.num` to give. A deleted session's rows in `session_traces` go with it, so
-    /// its number may be given again after a restart.
-    next_session_number: i64,
+    next: Numbers,
     resources: HashMap<[u8; 16], i64>,
     scopes: HashMap<[u8; 16], i64>,
     operations: Operations,
@@ -403,6 +399,19 @@ struct WriterState {
     session_idle_ns: u64,
 }
 
+/// The next numbers the writer gives. A transaction works on a copy (`Pending::next`), which becomes
+/// the writer's once it committed.
+#[derive(Clone, Copy, Default)]
+struct Numbers {
+    span_seq: i64,
+    log_seq: i64,
+    /// `traces.tn`: above every number given before, deleted traces' included.
+    trace: i64,
+    /// `sessions.num`. A deleted session's rows in `session_traces` go with it, so its number may be
+    /// given again after a restart.
+    session: i64,
+}
+
 /// Known (service, operation name) pairs with a bit per span kind, looked up without allocating.
 type Operations = HashMap<String, HashMap<String, u32>>;
 
@@ -410,8 +419,6 @@ type Operations = HashMap<String, HashMap<String, u32>>;
 #[derive(Default)]
 struct Pending {
     sessions: HashMap<String, SessionState>,
-    /// The trace numbers of each session's spans and logs in this transaction.
-    session_traces: HashMap<String, HashSet<i64>>,
     spans: Vec<SpanSummary>,
     logs: Vec<LogSummary>,
     /// Spans and logs stored without a summary (prepared while nobody listened or spans were not
@@ -426,9 +433,7 @@ struct Pending {
     replaced: Vec<i64>,
     /// The numbers (`traces.tn`) of the traces this transaction wrote spans or logs of.
     trace_numbers: HashMap<Vec<u8>, i64>,
-    /// The next numbers a new trace and a new session get.
-    next_trace_number: i64,
-    next_session_number: i64,
+    next: Numbers,
 }
 
 impl WriterState {
@@ -441,10 +446,7 @@ impl WriterState {
             conn,
             metrics,
             dims: Dims::default(),
-            next_span_seq: 1,
-            next_log_seq: 1,
-            next_trace_number: 1,
-            next_session_number: 1,
+            next: Numbers::default(),
             resources: HashMap::new(),
             scopes: HashMap::new(),
             operations: HashMap::new(),
@@ -474,14 +476,17 @@ impl WriterState {
             let max: Option<i64> = self.conn.query_row(max, [], |r| r.get(0))?;
             Ok(stored.unwrap_or(0).max(max.unwrap_or(0)) + 1)
         };
-        self.next_span_seq = hwm("span_seq", "SELECT MAX(seq) FROM spans")?;
-        self.next_log_seq = hwm("log_seq", "SELECT MAX(seq) FROM logs")?;
-        self.next_trace_number = hwm("trace_seq", "SELECT MAX(tn) FROM traces")?;
-        self.next_session_number =
-            self.conn
-                .query_row("SELECT COALESCE(MAX(num), 0) + 1 FROM sessions", [], |r| {
-                    r.get(0)
-                })?;
+        self.next = Numbers {
+            span_seq: hwm("span_seq", "SELECT MAX(seq) FROM spans")?,
+            log_seq: hwm("log_seq", "SELECT MAX(seq) FROM logs")?,
+            trace: hwm("trace_seq", "SELECT MAX(tn) FROM traces")?,
+            // No high-water mark kept: a session number may be given again (above).
+            session: self.conn.query_row(
+                "SELECT COALESCE(MAX(num), 0) + 1 FROM sessions",
+                [],
+                |r| r.get(0),
+            )?,
+        };
         Ok(())
     }
 
@@ -614,7 +619,7 @@ impl WriterState {
             return;
         }
         let started = std::time::Instant::now();
-        let upto = self.next_span_seq - 1;
+        let upto = self.next.span_seq - 1;
         let written = self.conn.transaction().and_then(|tx| {
             self.backlog.write(&tx, upto)?;
             tx.commit()
@@ -639,14 +644,12 @@ impl WriterState {
         let started = std::time::Instant::now();
         let mut pending = Pending {
             dims: std::mem::take(&mut self.dims),
-            next_trace_number: self.next_trace_number,
-            next_session_number: self.next_session_number,
+            next: self.next,
             ..Pending::default()
         };
         let mut receipts = Vec::with_capacity(batches.len());
         let tx = self.conn.transaction()?;
         let mut insert_span = SpanInsert::new(&tx)?;
-        let mut seqs = (self.next_span_seq, self.next_log_seq);
         let mut caches = Caches {
             resources: &mut self.resources,
             scopes: &mut self.scopes,
@@ -666,22 +669,13 @@ impl WriterState {
                             span,
                             resource_id,
                             scope_id,
-                            &mut seqs.0,
                             &mut pending,
                         )? {
                             receipt.spans += 1;
                         }
                     }
                     for log in &ps.logs {
-                        if store_log(
-                            &tx,
-                            log,
-                            &pr.service,
-                            resource_id,
-                            scope_id,
-                            &mut seqs.1,
-                            &mut pending,
-                        )? {
+                        if store_log(&tx, log, &pr.service, resource_id, scope_id, &mut pending)? {
                             receipt.logs += 1;
                         }
                     }
@@ -690,32 +684,31 @@ impl WriterState {
             receipts.push(receipt);
         }
         drop(insert_span);
-        let sessions = write_sessions(&tx, &mut pending, seqs.0 - 1, self.session_idle_ns)?;
+        let next = pending.next;
+        let sessions = write_sessions(&tx, &mut pending, next.span_seq - 1, self.session_idle_ns)?;
         pending.stats.flush(&tx)?;
         let indexed_upto = self
             .backlog
             .first_seq()
             .or(pending.backlog.first_seq())
-            .map_or(seqs.0 - 1, |seq| seq - 1);
+            .map_or(next.span_seq - 1, |seq| seq - 1);
         tx.prepare_cached(
             "INSERT INTO meta(key, value) VALUES ('span_seq', ?1), ('log_seq', ?2), ('span_attrs_upto', ?3),
                 ('trace_seq', ?4)
              ON CONFLICT(key) DO UPDATE SET value = excluded.value",
         )?
         .execute(params![
-            seqs.0 - 1,
-            seqs.1 - 1,
+            next.span_seq - 1,
+            next.log_seq - 1,
             indexed_upto,
-            pending.next_trace_number - 1
+            next.trace - 1
         ])?;
         tx.commit()?;
         for seq in pending.replaced.drain(..) {
             self.backlog.forget(seq);
         }
         self.backlog.append(&mut pending.backlog);
-        (self.next_span_seq, self.next_log_seq) = seqs;
-        self.next_trace_number = pending.next_trace_number;
-        self.next_session_number = pending.next_session_number;
+        self.next = next;
         self.dims = std::mem::take(&mut pending.dims);
         self.metrics.observe_commit(started.elapsed().as_secs_f64());
         let stored = receipts
@@ -734,8 +727,8 @@ impl WriterState {
             sessions,
             spans: pending.spans,
             logs: pending.logs,
-            span_seq: seqs.0 - 1,
-            log_seq: seqs.1 - 1,
+            span_seq: next.span_seq - 1,
+            log_seq: next.log_seq - 1,
             complete: pending.unsummarised == 0,
             reread: false,
         });
@@ -939,11 +932,10 @@ fn store_span<'a>(
     span: &'a PreparedSpan,
     resource_id: i64,
     scope_id: i64,
-    next_seq: &mut i64,
     pending: &mut Pending,
 ) -> Result<bool, StoreError> {
     let f = &span.facts;
-    let seq = *next_seq;
+    let seq = pending.next.span_seq;
     let at = Place {
         seq,
         tn: trace_number(tx, pending, &span.trace_id)?,
@@ -983,9 +975,10 @@ fn store_span<'a>(
     pending
         .backlog
         .push(seq, span.start_ns, &span.attr_hashes, span.session_hash);
-    *next_seq += 1;
+    pending.next.span_seq += 1;
     let state = session_mut(tx, pending, &f.session, &f.service)?;
     state.counters.apply_span(f, span.end_ns, 1);
+    state.traces.insert(at.tn);
     state.first_ns = state.first_ns.min(span.start_ns);
     state.last_ns = state.last_ns.max(span.end_ns.max(span.start_ns));
     if f.title.is_some() {
@@ -1001,7 +994,6 @@ fn store_span<'a>(
     } else {
         None
     };
-    note_trace(pending, &f.session, at.tn);
     let duration_s = span.end_ns.saturating_sub(span.start_ns) as f64 / 1e9;
     pending.stats.span(
         tx,
@@ -1122,11 +1114,10 @@ fn store_log(
     service: &str,
     resource_id: i64,
     scope_id: i64,
-    next_seq: &mut i64,
     pending: &mut Pending,
 ) -> Result<bool, StoreError> {
     let f = &log.facts;
-    let seq = *next_seq;
+    let seq = pending.next.log_seq;
     let inserted = tx
         .prepare_cached(
             "INSERT INTO logs(seq, hash, time_ns, trace_id, span_id, session, severity, event_name, service,
@@ -1151,19 +1142,20 @@ fn store_log(
     if inserted == 0 {
         return Ok(false);
     }
-    *next_seq += 1;
+    pending.next.log_seq += 1;
     let mut agent = None;
     if let Some(session) = &f.session {
+        let tn = match &log.trace_id {
+            Some(trace_id) => Some(trace_number(tx, pending, trace_id)?),
+            None => None,
+        };
         let state = session_mut(tx, pending, session, service)?;
+        state.traces.extend(tn);
         state.counters.apply_log(f);
         agent.clone_from(&state.agent);
         if log.time_ns > 0 {
             state.first_ns = state.first_ns.min(log.time_ns);
             state.last_ns = state.last_ns.max(log.time_ns);
-        }
-        if let Some(trace_id) = &log.trace_id {
-            let tn = trace_number(tx, pending, trace_id)?;
-            note_trace(pending, session, tn);
         }
     }
     pending
@@ -1191,26 +1183,15 @@ fn trace_number(tx: &Transaction, pending: &mut Pending, trace_id: &[u8]) -> rus
     let tn = match super::trace_number(tx, trace_id)? {
         Some(tn) => tn,
         None => {
-            let tn = pending.next_trace_number;
+            let tn = pending.next.trace;
             tx.prepare_cached("INSERT INTO traces(tn, trace_id) VALUES (?1, ?2)")?
                 .execute(params![tn, trace_id])?;
-            pending.next_trace_number += 1;
+            pending.next.trace += 1;
             tn
         }
     };
     pending.trace_numbers.insert(trace_id.to_vec(), tn);
     Ok(tn)
-}
-
-/// Remembers that `session` has trace number `tn`, allocating only the first time in a transaction.
-fn note_trace(pending: &mut Pending, session: &str, tn: i64) {
-    if let Some(traces) = pending.session_traces.get_mut(session) {
-        traces.insert(tn);
-        return;
-    }
-    pending
-        .session_traces
-        .insert(session.to_string(), HashSet::from_iter([tn]));
 }
 
 fn session_mut<'p>(
@@ -1238,6 +1219,7 @@ fn session_mut<'p>(
             let counters: String = r.get(5)?;
             Ok(SessionState {
                 num: r.get(6)?,
+                traces: HashSet::default(),
                 title: r.get(0)?,
                 agent: r.get(1)?,
                 service: r.get(2)?,
@@ -1247,19 +1229,23 @@ fn session_mut<'p>(
             })
         })
         .optional()?;
-    let num = pending.next_session_number;
-    if loaded.is_none() {
-        pending.next_session_number += 1;
-    }
-    Ok(vacant.insert(loaded.unwrap_or_else(|| SessionState {
-        num,
-        title: None,
-        agent: None,
-        service: service.to_string(),
-        first_ns: u64::MAX,
-        last_ns: 0,
-        counters: Counters::default(),
-    })))
+    let state = match loaded {
+        Some(state) => state,
+        None => {
+            pending.next.session += 1;
+            SessionState {
+                num: pending.next.session - 1,
+                traces: HashSet::default(),
+                title: None,
+                agent: None,
+                service: service.to_string(),
+                first_ns: u64::MAX,
+                last_ns: 0,
+                counters: Counters::default(),
+            }
+        }
+    };
+    Ok(vacant.insert(state))
 }
 
 fn write_sessions(
@@ -1269,24 +1255,16 @@ fn write_sessions(
     idle_ns: u64,
 ) -> rusqlite::Result<Vec<SessionRow>> {
     let now = crate::model::time::now_ns();
-    for (session, traces) in pending.session_traces.drain() {
-        // Every span and log that notes a trace has made its session's state first.
-        let Some(state) = pending.sessions.get_mut(&session) else {
-            continue;
-        };
-        for tn in traces {
+    let mut rows = Vec::with_capacity(pending.sessions.len());
+    for (key, mut s) in pending.sessions.drain() {
+        for &tn in &s.traces {
             let added = tx
                 .prepare_cached(
                     "INSERT OR IGNORE INTO session_traces(session, tn) VALUES (?1, ?2)",
                 )?
-                .execute(params![state.num, tn])?;
-            if added > 0 {
-                state.counters.traces += 1;
-            }
+                .execute(params![s.num, tn])?;
+            s.counters.traces += added as i64;
         }
-    }
-    let mut rows = Vec::with_capacity(pending.sessions.len());
-    for (key, s) in pending.sessions.drain() {
         let first = if s.first_ns == u64::MAX {
             s.last_ns
         } else {
