@@ -132,8 +132,7 @@ fn batch_of(service: usize, spans: Vec<Span>) -> Batch {
             }],
             schema_url: String::new(),
         }],
-        logs: Vec::new(),
-        wire: None,
+        ..Batch::default()
     }
 }
 

@@ -1,5 +1,6 @@
-//! Writer benchmark: the store alone, without the network. Agent-shaped batches (the ingest bench's)
-//! go straight to `Writer::write` from several concurrent tasks on one runtime thread, and the
+//! Writer benchmark: the store alone, without the network. Agent-shaped requests (the ingest bench's),
+//! encoded, are read in place and stored as the receivers store them (`Writer::read_in_place`,
+//! `Writer::write_in_place`) from several concurrent tasks on one runtime thread, and the
 //! writer thread's own CPU time per stored span is read from /proc: the figure that bounds ingest on
 //! a small machine, and far steadier than end-to-end rates on a shared one.
 //!
@@ -13,7 +14,6 @@ mod agent_load;
 #[allow(dead_code)] // shared with the ingest bench; only ThreadUse is used here
 mod procstat;
 
-use aotel::model::Batch;
 use aotel::store::{self, StoreOptions};
 use procstat::ThreadUse;
 use std::time::{Duration, Instant};
@@ -62,14 +62,13 @@ fn main() {
                     if n > batches {
                         break;
                     }
-                    let req = agent_load::request(n, spans);
-                    let bytes = prost::Message::encoded_len(&req);
-                    let batch = Batch {
-                        spans: req.resource_spans,
-                        logs: Vec::new(),
-                        wire: None,
+                    // As the receivers store a protobuf request: read in place (`model::view`).
+                    let req = prost::Message::encode_to_vec(&agent_load::request(n, spans));
+                    let room = writer.reserve(req.len());
+                    let Ok(read) = writer.read_in_place(req.into()) else {
+                        panic!("the walk in place declined the agent load");
                     };
-                    match writer.write(batch, bytes).await {
+                    match async { writer.write_in_place(read, room?).await }.await {
                         Ok(receipt) => stored += receipt.spans,
                         Err(e) => {
                             eprintln!("write failed: {e}");

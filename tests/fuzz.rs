@@ -11,6 +11,7 @@
 
 mod common;
 
+use aotel::model::view::{self, kv_refs, ResourceRef, ScopeRef, SpanAt, SpanRef, Visit};
 use aotel::model::wire::Wire;
 use aotel::model::{attrs, facts, ExportLogsServiceRequest, ExportTraceServiceRequest, Span};
 use aotel::query::traceql;
@@ -357,8 +358,8 @@ fn map_span(mut span: Span, resource: &[aotel::model::KeyValue], service: &str) 
         attrs::truncate(&mut event.attributes, MAX_ATTR);
     }
     let f = facts::span_facts(&span, resource, service);
-    let _ = SpanSummary::new(0, &span, &f);
-    let _ = index::hashes(&span.attributes).count();
+    let _ = SpanSummary::of(0, &span, &f);
+    let _ = index::hashes(&kv_refs(&span.attributes)).count();
     let _ = serde_json::to_string(&attrs::map_of(&span.attributes));
     let body = span.encode_to_vec();
     let again = Span::decode(body.as_slice()).expect("a stored span body decodes");
@@ -376,7 +377,7 @@ fn map_traces(mut req: ExportTraceServiceRequest) -> usize {
     for rs in req.resource_spans {
         let resource = rs.resource.unwrap_or_default();
         let service = facts::service_name(&resource.attributes);
-        let _ = index::hashes(&resource.attributes).count();
+        let _ = index::hashes(&kv_refs(&resource.attributes)).count();
         for ss in rs.scope_spans {
             for span in ss.spans {
                 assert_eq!(span.trace_id.len(), 16);
@@ -435,8 +436,103 @@ fn wire_agrees<T: Message + Default + PartialEq + std::fmt::Debug>(data: &[u8], 
     }
 }
 
+/// What a walk in place (`model::view`) saw, written down to compare with prost's decoding.
+#[derive(Default, PartialEq, Debug)]
+struct Seen(Vec<String>);
+
+impl Visit for Seen {
+    fn resource(&mut self, r: &ResourceRef<'_>) {
+        let decoded =
+            aotel::model::Resource::decode(r.bytes).expect("an accepted resource decodes");
+        assert_eq!(
+            format!("{:?}", r.attributes),
+            format!("{:?}", kv_refs(&decoded.attributes))
+        );
+        self.0
+            .push(format!("resource {:?} {:?}", decoded, r.schema_url));
+    }
+    fn scope(&mut self, s: &ScopeRef<'_>) {
+        let decoded = aotel::model::InstrumentationScope::decode(s.bytes).expect("a scope decodes");
+        assert_eq!(
+            (s.name, s.version),
+            (decoded.name.as_str(), decoded.version.as_str())
+        );
+        (self.0).push(format!(
+            "scope {:?} {:?} with {} spans",
+            decoded, s.schema_url, s.spans
+        ));
+    }
+    fn span(&mut self, _: &ResourceRef<'_>, at: &SpanAt<'_>) {
+        self.0.push(format!(
+            "span {:?} at {:?}, longest {}",
+            at.span, at.at, at.longest_value
+        ));
+    }
+}
+
+/// The same, from prost's decoding: a walk in place must agree wherever it does not decline.
+fn seen_by_prost(data: &[u8], req: &ExportTraceServiceRequest) -> Seen {
+    let mut seen = Seen::default();
+    let copy = bytes::Bytes::copy_from_slice(data);
+    let wire = Wire::of(copy.clone(), aotel::model::span_count(&req.resource_spans))
+        .expect("a request read in place has no group fields, so the wire walk finds its spans");
+    let mut i = 0;
+    for rs in &req.resource_spans {
+        let resource = rs.resource.clone().unwrap_or_default();
+        seen.0
+            .push(format!("resource {:?} {:?}", resource, rs.schema_url));
+        for ss in &rs.scope_spans {
+            let scope = ss.scope.clone().unwrap_or_default();
+            (seen.0).push(format!(
+                "scope {:?} {:?} with {} spans",
+                scope,
+                ss.schema_url,
+                ss.spans.len()
+            ));
+            for span in &ss.spans {
+                let attrs = kv_refs(&span.attributes);
+                let longest = (span.attributes.iter())
+                    .chain(span.events.iter().flat_map(|e| &e.attributes))
+                    .filter_map(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                        aotel::model::any_value::Value::StringValue(s) => Some(s.len()),
+                        aotel::model::any_value::Value::BytesValue(b) => Some(b.len()),
+                        _ => None,
+                    })
+                    .max()
+                    .unwrap_or(0);
+                let raw = wire.item(i).expect("every span has its bytes");
+                let start = raw.as_ptr() as usize - copy.as_ptr() as usize;
+                let at = start..start + raw.len();
+                seen.0.push(format!(
+                    "span {:?} at {:?}, longest {}",
+                    SpanRef::of(span, &attrs),
+                    at,
+                    longest
+                ));
+                i += 1;
+            }
+        }
+    }
+    seen
+}
+
+fn in_place_agrees(data: &[u8], decoded: Option<&ExportTraceServiceRequest>) {
+    let mut checked = Seen::default();
+    if view::walk_traces(data, &mut checked).is_none() {
+        return;
+    }
+    let req = decoded.expect("a request the walk in place accepts, prost accepts too");
+    assert_eq!(
+        checked,
+        seen_by_prost(data, req),
+        "walk in place and prost disagree"
+    );
+}
+
 fn proto_traces(data: &[u8]) -> Verdict {
-    let req = ExportTraceServiceRequest::decode(data).ok()?;
+    let req = ExportTraceServiceRequest::decode(data).ok();
+    in_place_agrees(data, req.as_ref());
+    let req = req?;
     reencodes(&req);
     let spans = (req.resource_spans.iter())
         .flat_map(|rs| &rs.scope_spans)

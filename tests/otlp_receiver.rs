@@ -680,3 +680,99 @@ async fn protobuf_spans_are_stored_as_received() {
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("invalid protobuf"), "{err:?}");
 }
+
+/// What the store reads in place (`model::view`) it reads as prost does, and what that walk declines
+/// (a field given twice, a group, deep nesting) prost still reads: over HTTP and gRPC, such spans are
+/// stored with prost's reading of them, as received. A string that is not UTF-8 deep in a span is
+/// refused as malformed, with nothing of the request kept.
+#[tokio::test]
+async fn spans_the_walk_in_place_declines_are_read_by_prost() {
+    let server = TestServer::start().await;
+    for (transport, trace) in [("http", 11u8), ("grpc", 12)] {
+        // The name twice: prost keeps the last.
+        let mut twice = span(trace, 1, "first name").encode_to_vec();
+        twice.extend(field(5, b"last name"));
+        // A group (unknown field 50, start and end): prost skips it.
+        let mut group = span(trace, 2, "grouped").encode_to_vec();
+        prost::encoding::encode_key(50, prost::encoding::WireType::StartGroup, &mut group);
+        prost::encoding::encode_key(50, prost::encoding::WireType::EndGroup, &mut group);
+        // An attribute value nested 40 arrays deep.
+        let mut deep = aotel::model::AnyValue {
+            value: Some(aotel::model::any_value::Value::StringValue("bottom".into())),
+        };
+        for _ in 0..40 {
+            deep = aotel::model::AnyValue {
+                value: Some(aotel::model::any_value::Value::ArrayValue(
+                    opentelemetry_proto::tonic::common::v1::ArrayValue { values: vec![deep] },
+                )),
+            };
+        }
+        let mut nested = span(trace, 3, "nested");
+        nested.attributes.push(aotel::model::KeyValue {
+            key: "deep".into(),
+            value: Some(deep),
+            ..Default::default()
+        });
+        let nested = nested.encode_to_vec();
+        let body = hand_request(&[twice.clone(), group.clone(), nested.clone()]);
+        let resp = if transport == "http" {
+            let (status, _, resp) =
+                post(&server, "/v1/traces", "application/x-protobuf", None, body).await;
+            assert_eq!(status, StatusCode::OK, "{transport}");
+            aotel::model::ExportTraceServiceResponse::decode(resp.as_slice()).expect("response")
+        } else {
+            grpc_raw(&server, body).await.expect("export")
+        };
+        assert_eq!(resp.partial_success, None, "{transport}");
+        for (i, sent) in [(1, &twice), (2, &group), (3, &nested)] {
+            assert_eq!(
+                &stored_body(&server, trace, i),
+                sent,
+                "{transport} span {i}"
+            );
+        }
+        let decoded = Span::decode(stored_body(&server, trace, 1).as_slice()).expect("decodes");
+        assert_eq!(decoded.name, "last name", "{transport}");
+        let api: Value = reqwest::get(server.url(&format!(
+            "/api/traces/{}",
+            aotel::model::ids::to_hex(&[trace; 16])
+        )))
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("json");
+        assert!(api.to_string().contains("last name"), "{transport}: {api}");
+
+        // Not UTF-8, in an event's name: the whole request is malformed.
+        let mut bad = span(trace, 4, "bad event");
+        bad.events.push(aotel::model::span::Event {
+            name: "x".into(),
+            ..Default::default()
+        });
+        let mut bytes = bad.encode_to_vec();
+        let at = bytes.len() - 1;
+        bytes[at] = 0xff;
+        let body = hand_request(&[bytes]);
+        if transport == "http" {
+            let (status, _, resp) =
+                post(&server, "/v1/traces", "application/x-protobuf", None, body).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST);
+            let status = aotel::model::rpc::RpcStatus::decode(resp.as_slice()).expect("status");
+            assert!(status.message.contains("invalid protobuf"), "{status:?}");
+        } else {
+            let err = grpc_raw(&server, body).await.expect_err("malformed");
+            assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+            assert!(err.message().contains("invalid protobuf"), "{err:?}");
+        }
+        let conn = rusqlite::Connection::open(&server.db).expect("open the store");
+        let kept: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM spans WHERE trace_id = ?1 AND span_id = ?2",
+                (vec![trace; 16], vec![4u8; 8]),
+                |r| r.get(0),
+            )
+            .expect("count");
+        assert_eq!(kept, 0, "{transport}");
+    }
+}

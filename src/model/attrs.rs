@@ -1,5 +1,6 @@
 //! Reading and building OTLP attributes (`KeyValue` / `AnyValue`) without ceremony.
 
+use super::view::{KvRef, ValueRef};
 use super::{any_value::Value, AnyValue, KeyValue};
 use serde_json::{json, Map, Value as Json};
 
@@ -12,45 +13,29 @@ pub fn get<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a Value> {
 }
 
 pub fn str_of(v: &Value) -> Option<&str> {
-    match v {
-        Value::StringValue(s) if !s.is_empty() => Some(s),
-        _ => None,
-    }
+    ref_str(ValueRef::of(v))
 }
 
 /// Integers arrive as ints, doubles or numeric strings depending on the producer.
 pub fn i64_of(v: &Value) -> Option<i64> {
-    match v {
-        Value::IntValue(i) => Some(*i),
-        Value::DoubleValue(d) if d.is_finite() => Some(*d as i64),
-        Value::StringValue(s) => s.trim().parse::<f64>().ok().map(|d| d as i64),
-        _ => None,
-    }
+    ref_i64(ValueRef::of(v))
 }
 
 pub fn f64_of(v: &Value) -> Option<f64> {
-    match v {
-        Value::IntValue(i) => Some(*i as f64),
-        Value::DoubleValue(d) => Some(*d),
-        Value::StringValue(s) => s.trim().parse().ok(),
-        _ => None,
-    }
+    ref_f64(ValueRef::of(v))
 }
 
 pub fn bool_of(v: &Value) -> Option<bool> {
-    match v {
-        Value::BoolValue(b) => Some(*b),
-        Value::StringValue(s) => s.parse().ok(),
-        _ => None,
-    }
+    ref_bool(ValueRef::of(v))
 }
 
 /// Attributes and a summary of their keys' lengths, for code that asks for many keys (facts asks for
 /// ~35 of every span): a key whose length no attribute has is answered without a scan. Asking every
-/// key of every attribute was a tenth of the receiving threads' work.
+/// key of every attribute was a tenth of the receiving threads' work. It reads views (`model::view`),
+/// so spans read in place and decoded ones go the same way.
 #[derive(Clone, Copy)]
 pub struct Lookup<'a> {
-    attrs: &'a [KeyValue],
+    attrs: &'a [KvRef<'a>],
     lengths: u64,
 }
 
@@ -59,32 +44,66 @@ fn length_bit(len: usize) -> u64 {
 }
 
 impl<'a> Lookup<'a> {
-    pub fn new(attrs: &'a [KeyValue]) -> Self {
+    pub fn new(attrs: &'a [KvRef<'a>]) -> Self {
         let lengths = (attrs.iter()).fold(0, |m, kv| m | length_bit(kv.key.len()));
         Lookup { attrs, lengths }
     }
 
     /// As `get`.
-    pub fn get(&self, key: &str) -> Option<&'a Value> {
+    pub fn get(&self, key: &str) -> Option<ValueRef<'a>> {
         if self.lengths & length_bit(key.len()) == 0 {
             return None;
         }
-        get(self.attrs, key)
+        (self.attrs.iter())
+            .find(|kv| kv.key == key.as_bytes())
+            .and_then(|kv| kv.value)
     }
 
     /// As `first_str`.
     pub fn first_str(&self, keys: &[&str]) -> Option<&'a str> {
-        keys.iter().find_map(|k| self.get(k).and_then(str_of))
+        keys.iter().find_map(|k| self.get(k).and_then(ref_str))
     }
 
     /// As `first_i64`.
     pub fn first_i64(&self, keys: &[&str]) -> Option<i64> {
-        keys.iter().find_map(|k| self.get(k).and_then(i64_of))
+        keys.iter().find_map(|k| self.get(k).and_then(ref_i64))
     }
 
     /// As `first_f64`.
     pub fn first_f64(&self, keys: &[&str]) -> Option<f64> {
-        keys.iter().find_map(|k| self.get(k).and_then(f64_of))
+        keys.iter().find_map(|k| self.get(k).and_then(ref_f64))
+    }
+
+    /// As `bool_of` on `get`.
+    pub fn bool(&self, key: &str) -> Option<bool> {
+        self.get(key).and_then(ref_bool)
+    }
+}
+
+fn ref_str(v: ValueRef<'_>) -> Option<&str> {
+    v.as_str().filter(|s| !s.is_empty())
+}
+
+fn ref_bool(v: ValueRef) -> Option<bool> {
+    match v {
+        ValueRef::Bool(b) => Some(b),
+        v => v.as_str()?.parse().ok(),
+    }
+}
+
+fn ref_i64(v: ValueRef) -> Option<i64> {
+    match v {
+        ValueRef::Int(i) => Some(i),
+        ValueRef::Double(d) if d.is_finite() => Some(d as i64),
+        v => v.as_str()?.trim().parse::<f64>().ok().map(|d| d as i64),
+    }
+}
+
+fn ref_f64(v: ValueRef) -> Option<f64> {
+    match v {
+        ValueRef::Int(i) => Some(i as f64),
+        ValueRef::Double(d) => Some(d),
+        v => v.as_str()?.trim().parse().ok(),
     }
 }
 
@@ -203,15 +222,17 @@ mod tests {
             kv_str(&long, "long"),
             kv_str("empty", ""),
         ];
-        let l = Lookup::new(&attrs);
+        let refs = crate::model::view::kv_refs(&attrs);
+        let l = Lookup::new(&refs);
         // "k" and "x"*65 have the length of the long key, modulo 64, and are not there.
         for key in ["a", "tokens", "b", "empty", &long, "k", &"x".repeat(65), ""] {
-            assert_eq!(l.get(key), get(&attrs, key), "{key:?}");
+            assert_eq!(l.get(key), get(&attrs, key).map(ValueRef::of), "{key:?}");
             assert_eq!(l.first_str(&[key]), first_str(&attrs, &[key]), "{key:?}");
             assert_eq!(l.first_i64(&[key]), first_i64(&attrs, &[key]), "{key:?}");
         }
         assert_eq!(l.first_str(&["missing", "empty", "a"]), Some("first"));
         assert_eq!(l.first_f64(&["tokens"]), Some(7.0));
+        assert_eq!(l.bool("a"), None);
         assert_eq!(Lookup::new(&[]).get("a"), None);
     }
 

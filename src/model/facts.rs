@@ -1,7 +1,8 @@
 //! What a span or log record says about an agent session, whichever convention produced it: OTel GenAI,
 //! OpenInference, Claude Code's native telemetry, or aotel's own importers.
 
-use super::attrs::{first_str, Lookup};
+use super::attrs::Lookup;
+use super::view::{kv_refs, SpanRef};
 use super::{ids, status, KeyValue, LogRecord, Span};
 
 pub const OP_AGENT: &str = "invoke_agent";
@@ -123,17 +124,22 @@ impl SpanFacts {
 }
 
 pub fn service_name(resource_attrs: &[KeyValue]) -> String {
-    first_str(resource_attrs, &["service.name"])
+    service_of(Lookup::new(&kv_refs(resource_attrs)))
+}
+
+/// `service_name` of a resource's attributes.
+pub fn service_of(resource: Lookup) -> String {
+    (resource.first_str(&["service.name"]))
         .unwrap_or("unknown_service")
         .to_string()
 }
 
 /// The session a span belongs to: `gen_ai.conversation.id`, else `session.id` (span, then resource),
 /// else the trace id.
-pub fn session_key(attrs: Lookup, resource_attrs: &[KeyValue], trace_id: &[u8]) -> String {
+pub fn session_key(attrs: Lookup, resource: Lookup, trace_id: &[u8]) -> String {
     attrs
         .first_str(SESSION_KEYS)
-        .or_else(|| first_str(resource_attrs, SESSION_KEYS))
+        .or_else(|| resource.first_str(SESSION_KEYS))
         .map(str::to_string)
         .unwrap_or_else(|| ids::to_hex(trace_id))
 }
@@ -143,26 +149,28 @@ pub fn known_operation(op: &str) -> Option<&'static str> {
     [OP_AGENT, OP_TOOL, OP_CHAT].into_iter().find(|o| *o == op)
 }
 
-fn operation(span: &Span, attrs: Lookup) -> Option<&'static str> {
-    let op = attrs
-        .first_str(&["gen_ai.operation.name"])
-        .map(|s| s.to_ascii_lowercase());
-    match op.as_deref() {
-        Some("invoke_agent" | "create_agent") => return Some(OP_AGENT),
-        Some("execute_tool") => return Some(OP_TOOL),
-        Some("chat" | "text_completion" | "generate_content") => return Some(OP_CHAT),
-        _ => {}
+fn operation(span: &SpanRef, attrs: Lookup) -> Option<&'static str> {
+    // Matched without regard to case, as producers differ; without a lowercased copy per span.
+    let is = |value: Option<&str>, names: &[&str]| {
+        value.is_some_and(|v| names.iter().any(|n| v.eq_ignore_ascii_case(n)))
+    };
+    let op = attrs.first_str(&["gen_ai.operation.name"]);
+    if is(op, &["invoke_agent", "create_agent"]) {
+        return Some(OP_AGENT);
     }
-    match attrs
-        .first_str(&["openinference.span.kind"])
-        .map(|s| s.to_ascii_uppercase())
-    {
-        Some(k) if k == "AGENT" => return Some(OP_AGENT),
-        Some(k) if k == "TOOL" => return Some(OP_TOOL),
-        Some(k) if k == "LLM" => return Some(OP_CHAT),
-        _ => {}
+    if is(op, &["execute_tool"]) {
+        return Some(OP_TOOL);
     }
-    match span.name.as_str() {
+    if is(op, &["chat", "text_completion", "generate_content"]) {
+        return Some(OP_CHAT);
+    }
+    let kind = attrs.first_str(&["openinference.span.kind"]);
+    for (name, op) in [("AGENT", OP_AGENT), ("TOOL", OP_TOOL), ("LLM", OP_CHAT)] {
+        if is(kind, &[name]) {
+            return Some(op);
+        }
+    }
+    match span.name {
         "claude_code.interaction" => Some(OP_AGENT),
         "claude_code.tool" => Some(OP_TOOL),
         "claude_code.llm_request" => Some(OP_CHAT),
@@ -170,8 +178,16 @@ fn operation(span: &Span, attrs: Lookup) -> Option<&'static str> {
     }
 }
 
+/// `facts_of` a decoded span.
 pub fn span_facts(span: &Span, resource_attrs: &[KeyValue], service: &str) -> SpanFacts {
-    let attrs = Lookup::new(&span.attributes);
+    let attrs = kv_refs(&span.attributes);
+    let resource = kv_refs(resource_attrs);
+    facts_of(&SpanRef::of(span, &attrs), Lookup::new(&resource), service)
+}
+
+/// The facts of a span; `resource`: its resource's attributes.
+pub fn facts_of(span: &SpanRef, resource: Lookup, service: &str) -> SpanFacts {
+    let attrs = Lookup::new(span.attributes);
     let operation = operation(span, attrs);
     let tool = attrs.first_str(TOOL_KEYS).map(str::to_string).or_else(|| {
         // `execute_tool {name}` carries the name in the span name when the attribute is missing.
@@ -181,12 +197,11 @@ pub fn span_facts(span: &Span, resource_attrs: &[KeyValue], service: &str) -> Sp
             .map(str::to_string)
     });
     // Claude Code reports a tool's outcome as `success` (a bool, or "true"/"false" text).
-    let failed_by_flag = attrs.get("success").and_then(super::attrs::bool_of) == Some(false)
-        && span.name.starts_with("claude_code.tool");
-    let is_error = span.status.as_ref().map(|s| s.code) == Some(status::StatusCode::Error as i32)
-        || failed_by_flag;
+    let failed_by_flag =
+        attrs.bool("success") == Some(false) && span.name.starts_with("claude_code.tool");
+    let is_error = span.status_code == status::StatusCode::Error as i32 || failed_by_flag;
     SpanFacts {
-        session: session_key(attrs, resource_attrs, &span.trace_id),
+        session: session_key(attrs, resource, span.trace_id),
         service: service.to_string(),
         operation,
         tool: if operation == Some(OP_TOOL) {
@@ -196,7 +211,7 @@ pub fn span_facts(span: &Span, resource_attrs: &[KeyValue], service: &str) -> Sp
         },
         agent: attrs
             .first_str(AGENT_KEYS)
-            .or_else(|| first_str(resource_attrs, AGENT_KEYS))
+            .or_else(|| resource.first_str(AGENT_KEYS))
             .map(str::to_string),
         model: attrs.first_str(MODEL_KEYS).map(str::to_string),
         title: attrs.first_str(TITLE_KEYS).map(str::to_string),
@@ -204,7 +219,7 @@ pub fn span_facts(span: &Span, resource_attrs: &[KeyValue], service: &str) -> Sp
         is_error,
         is_root: span.parent_span_id.is_empty(),
         in_progress: attrs.first_str(&["ao.in_progress"]) == Some("true")
-            || attrs.get("ao.in_progress").and_then(super::attrs::bool_of) == Some(true),
+            || attrs.bool("ao.in_progress") == Some(true),
         tool_execution_error: is_error && span.name == CLAUDE_CODE_TOOL_EXECUTION,
     }
 }
@@ -225,10 +240,11 @@ pub struct LogFacts {
 }
 
 pub fn log_facts(log: &LogRecord, resource_attrs: &[KeyValue]) -> LogFacts {
-    let attrs = Lookup::new(&log.attributes);
+    let (attrs, resource) = (kv_refs(&log.attributes), kv_refs(resource_attrs));
+    let (attrs, resource) = (Lookup::new(&attrs), Lookup::new(&resource));
     let session = attrs
         .first_str(SESSION_KEYS)
-        .or_else(|| first_str(resource_attrs, SESSION_KEYS))
+        .or_else(|| resource.first_str(SESSION_KEYS))
         .map(str::to_string)
         .or_else(|| (!log.trace_id.is_empty()).then(|| ids::to_hex(&log.trace_id)));
     // Claude Code names the event in the `event.name` attribute (`tool_result`) and in the body
@@ -249,8 +265,7 @@ pub fn log_facts(log: &LogRecord, resource_attrs: &[KeyValue]) -> LogFacts {
         .as_deref()
         .map(|n| n.strip_prefix("claude_code.").unwrap_or(n));
     let tool_call = short == Some("tool_result");
-    let tool_error =
-        tool_call && attrs.get("success").and_then(super::attrs::bool_of) == Some(false);
+    let tool_error = tool_call && attrs.bool("success") == Some(false);
     let usage = if short == Some("api_request") {
         Usage::read(attrs)
     } else {

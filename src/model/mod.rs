@@ -5,6 +5,7 @@ pub mod facts;
 pub mod ids;
 pub mod rpc;
 pub mod time;
+pub mod view;
 pub mod wire;
 
 pub use opentelemetry_proto::tonic::{

@@ -28,7 +28,7 @@ pub fn span_view(s: &StoredSpan) -> SpanView {
     let span = &s.span;
     let facts = span_facts(span, &s.resource.0.attributes, &s.service);
     SpanView {
-        summary: SpanSummary::new(s.seq, span, &facts),
+        summary: SpanSummary::of(s.seq, span, &facts),
         status_message: span
             .status
             .as_ref()

@@ -1,6 +1,6 @@
 //! OTLP/gRPC: `TraceService/Export` and `LogsService/Export`, gzip, bounded message size.
 
-use super::{export, Logs, Signal, Traces};
+use super::{export, ExportError, Logs, Received, Signal, Traces};
 use crate::auth::{GrpcAuth, Tokens};
 use crate::store::{StoreError, Writer};
 use bytes::{Buf, Bytes};
@@ -33,14 +33,16 @@ fn status_of(err: StoreError) -> Status {
     }
 }
 
-/// A decoded request and the (decompressed) bytes it was decoded from.
-struct Received<T> {
-    raw: Bytes,
-    request: T,
+fn export_status(err: ExportError) -> Status {
+    match err {
+        ExportError::Invalid(message) => Status::invalid_argument(message),
+        ExportError::Store(e) => status_of(e),
+    }
 }
 
-/// prost's gRPC codec, except that decoding keeps the message's bytes (`model::wire`) and a malformed
-/// message is INVALID_ARGUMENT, as OTLP asks, where tonic's codec says INTERNAL.
+/// prost's gRPC codec, except that decoding keeps the message's bytes (`model::wire`), a trace request is
+/// left to be read in place (`Signal::decode_protobuf`), and a malformed message is INVALID_ARGUMENT, as
+/// OTLP asks, where tonic's codec says INTERNAL.
 struct Codec<K>(PhantomData<K>);
 
 struct Decoder<K>(PhantomData<K>);
@@ -80,10 +82,7 @@ impl<K: Signal> tonic::codec::Decoder for Decoder<K> {
         // A copy (one memcpy per request): sharing tonic's read buffer would pin all of its
         // allocation until the commit, more than the request's size that the queue budget counts.
         let raw = Bytes::copy_from_slice(&src.copy_to_bytes(src.remaining()));
-        let request = K::Request::decode(raw.clone()).map_err(|e| {
-            Status::invalid_argument(format!("invalid protobuf {}: {e}", K::REQUEST))
-        })?;
-        Ok(Some(Received { raw, request }))
+        K::decode_protobuf(raw).map(Some).map_err(export_status)
     }
 }
 
@@ -127,12 +126,12 @@ impl<K: Signal> tonic::server::UnaryService<Received<K::Request>> for Method<K> 
     fn call(&mut self, request: Request<Received<K::Request>>) -> Self::Future {
         let writer = self.writer.clone();
         Box::pin(async move {
-            let Received { raw, request } = request.into_inner();
-            let room = writer.reserve(raw.len()).map_err(status_of)?;
-            export::<K>(&writer, request, Some(raw), room)
+            let received = request.into_inner();
+            let room = writer.reserve(received.size()).map_err(status_of)?;
+            export::<K>(&writer, received, room)
                 .await
                 .map(Response::new)
-                .map_err(status_of)
+                .map_err(export_status)
         })
     }
 }

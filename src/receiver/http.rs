@@ -1,6 +1,6 @@
 //! OTLP/HTTP: `POST /v1/traces` and `/v1/logs`, protobuf or JSON, optional gzip, answered in kind.
 
-use super::{export, Logs, Signal, Traces, RETRY_AFTER_SECS};
+use super::{export, ExportError, Logs, Received, Signal, Traces, RETRY_AFTER_SECS};
 use crate::metrics::label;
 use crate::store::{Reservation, StoreError, Writer};
 use axum::body::Body;
@@ -12,7 +12,7 @@ use axum::Router;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use prost::Message;
-use serde::{de::DeserializeOwned, Serialize};
+use serde::Serialize;
 use std::io::Read;
 
 #[derive(Clone)]
@@ -131,6 +131,9 @@ fn format_of(headers: &HeaderMap) -> Result<Format, Refusal> {
     }
 }
 
+/// The most a body's buffer is sized ahead for.
+const PRESIZE_LIMIT: usize = 4 << 20;
+
 fn too_large(max: usize) -> Refusal {
     Refusal::new(
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -161,7 +164,12 @@ async fn read_body(
             format!("unsupported Content-Encoding {encoding:?}: use gzip or none"),
         ));
     }
-    let mut raw = Vec::new();
+    // Sized by Content-Length (within a bound: it is only the client's word), so the body is not
+    // copied again at every doubling.
+    let declared = (headers.get(header::CONTENT_LENGTH))
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut raw = Vec::with_capacity(declared.min(max).min(PRESIZE_LIMIT));
     let mut room = Reservation::default();
     let mut busy = None;
     let mut read = 0;
@@ -219,26 +227,23 @@ async fn read_body(
     Ok((inflated, room))
 }
 
-fn decode<T: Message + Default + DeserializeOwned>(
-    format: Format,
-    bytes: &[u8],
-    what: &str,
-) -> Result<T, Refusal> {
+fn decode<S: Signal>(format: Format, bytes: Vec<u8>) -> Result<Received<S::Request>, Refusal> {
     match format {
-        Format::Protobuf => T::decode(bytes).map_err(|e| {
-            Refusal::new(
-                StatusCode::BAD_REQUEST,
-                INVALID_ARGUMENT,
-                format!("invalid protobuf {what}: {e}"),
-            )
-        }),
-        Format::Json => serde_json::from_slice(bytes).map_err(|e| {
-            Refusal::new(
-                StatusCode::BAD_REQUEST,
-                INVALID_ARGUMENT,
-                format!("invalid OTLP/JSON {what}: {e}"),
-            )
-        }),
+        Format::Protobuf => S::decode_protobuf(Bytes::from(bytes)).map_err(export_refusal),
+        Format::Json => serde_json::from_slice(&bytes)
+            .map(|request| Received::Decoded { request, raw: None })
+            .map_err(|e| invalid(format!("invalid OTLP/JSON {}: {e}", S::REQUEST))),
+    }
+}
+
+fn invalid(message: String) -> Refusal {
+    Refusal::new(StatusCode::BAD_REQUEST, INVALID_ARGUMENT, message)
+}
+
+fn export_refusal(err: ExportError) -> Refusal {
+    match err {
+        ExportError::Invalid(message) => invalid(message),
+        ExportError::Store(e) => store_refusal(e),
     }
 }
 
@@ -276,11 +281,10 @@ async fn handle<S: Signal>(State(s): State<HttpState>, headers: HeaderMap, body:
     };
     let result = async {
         let (bytes, room) = read_body(&headers, body, s.max_bytes, &s.writer).await?;
-        let req: S::Request = decode(format, &bytes, S::REQUEST)?;
-        let raw = (format == Format::Protobuf).then(|| Bytes::from(bytes));
-        export::<S>(&s.writer, req, raw, room)
+        let received = decode::<S>(format, bytes)?;
+        export::<S>(&s.writer, received, room)
             .await
-            .map_err(store_refusal)
+            .map_err(export_refusal)
     }
     .await;
     match result {

@@ -3,12 +3,13 @@
 pub mod grpc;
 pub mod http;
 
+use crate::model::view::SpanRef;
 use crate::model::wire::Wire;
 use crate::model::{
     ids, log_count, span_count, Batch, ExportLogsServiceRequest, ExportLogsServiceResponse,
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use crate::store::{Reservation, StoreError, Writer};
+use crate::store::{InPlace, Reservation, StoreError, Writer};
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::{
     logs::v1::ExportLogsPartialSuccess, trace::v1::ExportTracePartialSuccess,
@@ -56,19 +57,7 @@ pub fn check_traces(req: &mut ExportTraceServiceRequest) -> Rejected {
     let scopes = (req.resource_spans.iter_mut())
         .flat_map(|rs| &mut rs.scope_spans)
         .map(|ss| &mut ss.spans);
-    reject(scopes, "span", |span| {
-        ids::check_id(&span.trace_id, 16, "trace_id")
-            .and_then(|_| ids::check_id(&span.span_id, 8, "span_id"))
-            .and_then(|_| {
-                if span.parent_span_id.is_empty() {
-                    Ok(())
-                } else {
-                    ids::check_id(&span.parent_span_id, 8, "parent_span_id")
-                }
-            })
-            .err()
-            .map(|reason| format!("span {:?}: {reason}", span.name))
-    })
+    reject(scopes, "span", |span| SpanRef::of(span, &[]).id_problem())
 }
 
 /// Drops log records whose (optional) trace or span id is malformed.
@@ -111,6 +100,34 @@ fn wire_of(raw: Option<Bytes>, decoded: usize, rejected: &Rejected) -> Option<Wi
     Some(wire)
 }
 
+/// A request as a receiver got it.
+pub enum Received<R> {
+    /// Decoded by prost or from JSON; `raw`: the protobuf bytes it came as, if it did.
+    Decoded { request: R, raw: Option<Bytes> },
+    /// Protobuf, not decoded yet: the store reads it in place where it can (`Writer::read_in_place`).
+    Protobuf(Bytes),
+}
+
+impl<R> Received<R> {
+    /// The protobuf bytes it came as (0 for JSON).
+    pub fn size(&self) -> usize {
+        match self {
+            Received::Decoded { raw, .. } => raw.as_ref().map_or(0, Bytes::len),
+            Received::Protobuf(raw) => raw.len(),
+        }
+    }
+}
+
+/// Why an export was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// The request could not be read; the message says why.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// One OTLP signal as both receivers serve it: its export request and answer, how its items are
 /// checked, and the batch they become.
 pub trait Signal: Send + Sync + 'static {
@@ -127,6 +144,18 @@ pub trait Signal: Send + Sync + 'static {
     fn check(req: &mut Self::Request) -> Rejected;
     fn batch(req: Self::Request, wire: Option<Wire>) -> Batch;
     fn answer(rejected: Rejected) -> Self::Response;
+    /// Decodes a protobuf request, or leaves it to be read in place.
+    fn decode_protobuf(raw: Bytes) -> Result<Received<Self::Request>, ExportError> {
+        Ok(Received::Decoded {
+            request: decode::<Self>(&raw)?,
+            raw: Some(raw),
+        })
+    }
+}
+
+fn decode<S: Signal + ?Sized>(raw: &Bytes) -> Result<S::Request, ExportError> {
+    <S::Request as prost::Message>::decode(raw.clone())
+        .map_err(|e| ExportError::Invalid(format!("invalid protobuf {}: {e}", S::REQUEST)))
 }
 
 pub struct Traces;
@@ -150,9 +179,14 @@ impl Signal for Traces {
     fn batch(req: Self::Request, wire: Option<Wire>) -> Batch {
         Batch {
             spans: req.resource_spans,
-            logs: Vec::new(),
             wire,
+            ..Batch::default()
         }
+    }
+
+    /// Read in place by `export`, where the store's settings are known.
+    fn decode_protobuf(raw: Bytes) -> Result<Received<Self::Request>, ExportError> {
+        Ok(Received::Protobuf(raw))
     }
 
     fn answer(rejected: Rejected) -> Self::Response {
@@ -182,9 +216,9 @@ impl Signal for Logs {
 
     fn batch(req: Self::Request, wire: Option<Wire>) -> Batch {
         Batch {
-            spans: Vec::new(),
             logs: req.resource_logs,
             wire,
+            ..Batch::default()
         }
     }
 
@@ -198,20 +232,43 @@ impl Signal for Logs {
     }
 }
 
-/// Stores a decoded request of signal `S`; `raw`: the protobuf bytes it was decoded from, if it came
-/// as that.
+/// Stores a received request of signal `S`.
 pub async fn export<S: Signal>(
     writer: &Writer,
-    mut req: S::Request,
-    raw: Option<Bytes>,
+    received: Received<S::Request>,
     room: Reservation,
-) -> Result<S::Response, StoreError> {
-    let decoded = S::items(&req);
-    let rejected = S::check(&mut req);
+) -> Result<S::Response, ExportError> {
+    let (mut request, raw) = match received {
+        Received::Decoded { request, raw } => (request, raw),
+        Received::Protobuf(raw) => match writer.read_in_place(raw) {
+            Ok(read) => return export_in_place::<S>(writer, read, room).await,
+            Err(raw) => (decode::<S>(&raw)?, Some(raw)),
+        },
+    };
+    let decoded = S::items(&request);
+    let rejected = S::check(&mut request);
     count_invalid(writer, S::REJECTED_METRIC, rejected.count);
-    let batch = S::batch(req, wire_of(raw, decoded, &rejected));
+    let batch = S::batch(request, wire_of(raw, decoded, &rejected));
     if !batch.is_empty() {
         writer.write_reserved(batch, room).await?;
+    }
+    Ok(S::answer(rejected))
+}
+
+async fn export_in_place<S: Signal>(
+    writer: &Writer,
+    read: InPlace,
+    room: Reservation,
+) -> Result<S::Response, ExportError> {
+    let count = read.refused() as i64;
+    let rejected = Rejected {
+        count,
+        message: summary(count, "span", read.first_refusal().map(str::to_string)),
+        positions: Vec::new(),
+    };
+    count_invalid(writer, S::REJECTED_METRIC, count);
+    if read.spans() > 0 {
+        writer.write_in_place(read, room).await?;
     }
     Ok(S::answer(rejected))
 }

@@ -27,10 +27,12 @@
 //! seq up to it), and searches check the spans above it directly (`query::search`). A crash loses only
 //! the backlog, which `catch_up` rebuilds from the span bodies at the next open.
 
-use crate::model::{any_value::Value, KeyValue, Resource, Span};
+use crate::model::view::{kv_refs, KvRef, ValueRef};
+use crate::model::{any_value::Value, Resource, Span};
 use foldhash::HashSet;
 use prost::Message;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use std::borrow::Cow;
 
 /// Values whose text form is longer than this are not indexed: ids, names, models and statuses fit;
 /// prompts, arguments and outputs are found by scanning, and indexing them would double ingest cost.
@@ -47,10 +49,14 @@ const BACKFILL_CHUNK: i64 = 5_000;
 
 /// FNV-1a over `key`, a separator and `value`. Stored in the database, so it must never change.
 pub const fn attr_hash(key: &str, value: &str) -> i64 {
+    bytes_hash(key.as_bytes(), value.as_bytes())
+}
+
+const fn bytes_hash(key: &[u8], value: &[u8]) -> i64 {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    let h = fnv(OFFSET, key.as_bytes());
+    let h = fnv(OFFSET, key);
     let h = fnv(h, &[0xff]);
-    fnv(h, value.as_bytes()) as i64
+    fnv(h, value) as i64
 }
 
 const fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
@@ -66,33 +72,44 @@ const fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
 
 /// The text form a value is indexed (and compared by Jaeger tag searches) under; None for arrays,
 /// maps and bytes, which are not indexed.
-pub fn value_text(v: &Value) -> Option<std::borrow::Cow<'_, str>> {
-    use std::borrow::Cow;
+pub fn value_text(v: &Value) -> Option<Cow<'_, str>> {
+    match text_of(ValueRef::of(v))? {
+        Cow::Borrowed(b) => std::str::from_utf8(b).ok().map(Cow::Borrowed),
+        Cow::Owned(b) => String::from_utf8(b).ok().map(Cow::Owned),
+    }
+}
+
+/// `value_text` of a view, as bytes (a string's are UTF-8 already).
+fn text_of(v: ValueRef<'_>) -> Option<Cow<'_, [u8]>> {
     match v {
-        Value::StringValue(s) => Some(Cow::Borrowed(s.as_str())),
-        Value::BoolValue(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
-        Value::IntValue(i) => Some(Cow::Owned(i.to_string())),
-        Value::DoubleValue(d) => Some(Cow::Owned(d.to_string())),
-        _ => None,
+        ValueRef::Str(s) => Some(Cow::Borrowed(s)),
+        ValueRef::Bool(b) => Some(Cow::Borrowed(if b { b"true" } else { b"false" })),
+        ValueRef::Int(i) => Some(Cow::Owned(i.to_string().into_bytes())),
+        ValueRef::Double(d) => Some(Cow::Owned(d.to_string().into_bytes())),
+        ValueRef::Other => None,
     }
 }
 
 /// Whether a `key = text` pair would have been indexed if a span carried it.
 pub fn indexable(text: &str) -> bool {
-    text.len() <= MAX_INDEXED_VALUE
+    fits(text.len())
+}
+
+fn fits(len: usize) -> bool {
+    len <= MAX_INDEXED_VALUE
 }
 
 /// The index hashes of a resource's attributes (`span_hashes` gives a span's).
-pub fn hashes(attrs: &[KeyValue]) -> impl Iterator<Item = i64> + '_ {
+pub fn hashes<'a>(attrs: &'a [KvRef<'a>]) -> impl Iterator<Item = i64> + 'a {
     attrs
         .iter()
         .take(MAX_INDEXED_PER_SPAN)
         .filter_map(entry_hash)
 }
 
-fn entry_hash(kv: &KeyValue) -> Option<i64> {
-    let text = value_text(kv.value.as_ref()?.value.as_ref()?)?;
-    indexable(&text).then(|| attr_hash(&kv.key, &text))
+fn entry_hash(kv: &KvRef) -> Option<i64> {
+    let text = text_of(kv.value?)?;
+    fits(text.len()).then(|| bytes_hash(kv.key, &text))
 }
 
 /// The keys of the entries that are not attributes. No attribute key starts with a NUL byte in
@@ -115,13 +132,15 @@ pub fn service_hash(service: &str) -> i64 {
 /// `service_hash`, the same for every span of a resource), then its attributes'. With them, in the
 /// same pass, the hash of the first indexed attribute that names the span's session
 /// (`facts::SESSION_KEYS`), whose entries a large index write puts in its block (see `Block`).
-pub fn span_hashes(attrs: &[KeyValue], service: i64) -> (Vec<i64>, Option<i64>) {
+pub fn span_hashes(attrs: &[KvRef], service: i64) -> (Vec<i64>, Option<i64>) {
     let mut all = Vec::with_capacity(KEY_ENTRIES + attrs.len().min(MAX_INDEXED_PER_SPAN));
     all.extend([all_spans_hash(), service]);
     let mut session = None;
     for kv in attrs.iter().take(MAX_INDEXED_PER_SPAN) {
         if let Some(h) = entry_hash(kv) {
-            if session.is_none() && crate::model::facts::SESSION_KEYS.contains(&kv.key.as_str()) {
+            if session.is_none()
+                && (crate::model::facts::SESSION_KEYS.iter()).any(|k| k.as_bytes() == kv.key)
+            {
                 session = Some(h);
             }
             all.push(h);
@@ -780,8 +799,10 @@ fn index_seqs(
         let seq: i64 = r.get(0)?;
         if let Ok(span) = Span::decode(r.get_ref(2)?.as_blob()?) {
             let start = span.start_time_unix_nano as i64;
-            let (all, session) =
-                span_hashes(&span.attributes, service_hash(r.get_ref(1)?.as_str()?));
+            let (all, session) = span_hashes(
+                &kv_refs(&span.attributes),
+                service_hash(r.get_ref(1)?.as_str()?),
+            );
             let skip = if attributes_only { KEY_ENTRIES } else { 0 };
             entries.extend(all[skip..].iter().map(|&h| (h, start, seq)));
             per_session.extend(session);
@@ -799,7 +820,7 @@ fn index_seqs(
 pub fn index_resource(tx: &Transaction, id: i64, resource: &Resource) -> rusqlite::Result<()> {
     let mut stmt =
         tx.prepare_cached("INSERT OR IGNORE INTO resource_attrs(h, resource_id) VALUES (?1, ?2)")?;
-    for h in hashes(&resource.attributes) {
+    for h in hashes(&kv_refs(&resource.attributes)) {
         stmt.execute(params![h, id])?;
     }
     Ok(())

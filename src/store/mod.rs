@@ -28,12 +28,15 @@ macro_rules! trace_spans {
         "tn = (SELECT tn FROM traces WHERE trace_id = ?1)"
     };
 }
+pub use prepare::InPlace;
 pub use read::{to_resource_logs, to_resource_spans, Reader, SessionFilter, StoredLog, StoredSpan};
 pub use session::SessionRow;
 pub use writer::{FileOffset, Receipt, Reservation, Writer};
 pub(crate) use {session_spans, trace_spans};
 
+use crate::model::attrs::Lookup;
 use crate::model::facts::{LogFacts, SpanFacts};
+use crate::model::view::{kv_refs, SpanRef};
 use crate::model::{ids, LogRecord, Span};
 use rusqlite::Connection;
 use serde::Serialize;
@@ -450,15 +453,21 @@ pub fn status_name(code: i32) -> &'static str {
 }
 
 impl SpanSummary {
-    pub fn new(seq: i64, span: &Span, f: &SpanFacts) -> SpanSummary {
+    /// The summary of a decoded span.
+    pub fn of(seq: i64, span: &Span, f: &SpanFacts) -> SpanSummary {
+        let attrs = kv_refs(&span.attributes);
+        SpanSummary::new(seq, &SpanRef::of(span, &attrs), f)
+    }
+
+    pub fn new(seq: i64, span: &SpanRef, f: &SpanFacts) -> SpanSummary {
         SpanSummary {
             seq,
             session: f.session.clone(),
-            trace_id: ids::to_hex(&span.trace_id),
-            span_id: ids::to_hex(&span.span_id),
+            trace_id: ids::to_hex(span.trace_id),
+            span_id: ids::to_hex(span.span_id),
             parent_span_id: (!span.parent_span_id.is_empty())
-                .then(|| ids::to_hex(&span.parent_span_id)),
-            name: span.name.clone(),
+                .then(|| ids::to_hex(span.parent_span_id)),
+            name: span.name.to_string(),
             kind: span.kind,
             start_unix_nano: span.start_time_unix_nano.to_string(),
             end_unix_nano: span.end_time_unix_nano.to_string(),
@@ -466,7 +475,7 @@ impl SpanSummary {
                 .end_time_unix_nano
                 .saturating_sub(span.start_time_unix_nano) as f64
                 / 1e6,
-            status: status_name(span.status.as_ref().map(|s| s.code).unwrap_or(0)),
+            status: status_name(span.status_code),
             service: f.service.clone(),
             operation: f.operation,
             tool: f.tool.clone(),
@@ -474,7 +483,7 @@ impl SpanSummary {
             model: f.model.clone(),
             in_progress: f.in_progress,
             preview: (f.operation == Some(crate::model::facts::OP_TOOL))
-                .then(|| tool_preview(&span.attributes))
+                .then(|| tool_preview(Lookup::new(span.attributes)))
                 .flatten(),
         }
     }
@@ -483,7 +492,7 @@ impl SpanSummary {
 const PREVIEW_CHARS: usize = 160;
 
 /// The most telling argument of a tool call, on one line and cut to `PREVIEW_CHARS` characters.
-fn tool_preview(attrs: &[crate::model::KeyValue]) -> Option<String> {
+fn tool_preview(attrs: Lookup) -> Option<String> {
     const ARGS: &[&str] = &[
         "gen_ai.tool.call.arguments",
         "input.value",
@@ -499,7 +508,7 @@ fn tool_preview(attrs: &[crate::model::KeyValue]) -> Option<String> {
         "description",
         "prompt",
     ];
-    let raw = crate::model::attrs::first_str(attrs, ARGS)?;
+    let raw = attrs.first_str(ARGS)?;
     let picked = if raw.len() <= 64 << 10 && raw.trim_start().starts_with('{') {
         serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(raw)
             .ok()

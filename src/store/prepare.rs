@@ -3,9 +3,11 @@
 
 use super::{LogSummary, SpanSummary};
 use crate::model::attrs::truncate;
+use crate::model::attrs::Lookup;
 use crate::model::facts::{self, LogFacts, SpanFacts};
+use crate::model::view::{self, kv_refs, KvRef, ResourceRef, ScopeRef, SpanAt, SpanRef, Visit};
 use crate::model::wire::Wire;
-use crate::model::{ids, Batch, InstrumentationScope, Resource};
+use crate::model::{ids, Batch, InstrumentationScope, Span};
 use bytes::Bytes;
 use prost::Message;
 use sha2::{Digest, Sha256};
@@ -34,9 +36,9 @@ pub(super) struct PreparedScope {
 }
 
 pub(super) struct PreparedSpan {
-    pub trace_id: Vec<u8>,
-    pub span_id: Vec<u8>,
-    pub parent_span_id: Option<Vec<u8>>,
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub parent_span_id: Option<[u8; 8]>,
     pub name: String,
     pub kind: i32,
     pub start_ns: u64,
@@ -50,7 +52,7 @@ pub(super) struct PreparedSpan {
     /// The one of them that names its session (`index::span_hashes`).
     pub session_hash: Option<i64>,
     /// Built only while the live view wants spans; the writer takes it at commit and fills in `seq`.
-    pub summary: Cell<Option<SpanSummary>>,
+    pub summary: Cell<Option<Box<SpanSummary>>>,
 }
 
 pub(super) struct PreparedLog {
@@ -82,8 +84,7 @@ pub(super) fn hash16(parts: &[&[u8]]) -> [u8; 16] {
     out
 }
 
-fn meta<M: Message>(m: &M, schema_url: String) -> Meta {
-    let body = m.encode_to_vec();
+fn meta(body: Vec<u8>, schema_url: String) -> Meta {
     Meta {
         hash: hash16(&[&body, schema_url.as_bytes()]),
         schema_url,
@@ -93,21 +94,198 @@ fn meta<M: Message>(m: &M, schema_url: String) -> Meta {
 
 fn scope_of(scope: Option<InstrumentationScope>, schema_url: String) -> PreparedScope {
     let scope = scope.unwrap_or_default();
+    let body = scope.encode_to_vec();
+    prepared_scope(body, schema_url, scope.name, scope.version)
+}
+
+fn prepared_scope(
+    body: Vec<u8>,
+    schema_url: String,
+    name: String,
+    version: String,
+) -> PreparedScope {
     PreparedScope {
-        meta: meta(&scope, schema_url),
-        name: scope.name,
-        version: scope.version,
+        meta: meta(body, schema_url),
+        name,
+        version,
         spans: Vec::new(),
         logs: Vec::new(),
     }
 }
 
-fn resource_of(resource: &Resource, schema_url: String) -> PreparedResource {
+/// `body`: the resource's encoding; `attrs`: its attributes.
+fn resource_of(body: Vec<u8>, schema_url: String, attrs: &[KvRef]) -> PreparedResource {
     PreparedResource {
-        meta: meta(resource, schema_url),
-        service: facts::service_name(&resource.attributes),
-        attr_hashes: super::index::hashes(&resource.attributes).collect(),
+        meta: meta(body, schema_url),
+        service: facts::service_of(Lookup::new(attrs)),
+        attr_hashes: super::index::hashes(attrs).collect(),
         scopes: Vec::new(),
+    }
+}
+
+/// What every span of a resource shares.
+struct Shared<'a> {
+    resource: Lookup<'a>,
+    service: &'a str,
+    service_h: i64,
+    /// Span summaries wanted (see `prepare`).
+    summaries: bool,
+}
+
+/// A span with valid ids, ready to bind; `body`: its stored encoding.
+fn span_of(span: &SpanRef, shared: &Shared, body: Bytes) -> PreparedSpan {
+    let facts = facts::facts_of(span, shared.resource, shared.service);
+    let summary = (shared.summaries).then(|| Box::new(SpanSummary::new(0, span, &facts)));
+    let (attr_hashes, session_hash) = super::index::span_hashes(span.attributes, shared.service_h);
+    // Ids were checked (`ids_valid`, `SpanRef::id_problem`); a parent id of another length is dropped.
+    PreparedSpan {
+        parent_span_id: span.parent_span_id.try_into().ok(),
+        trace_id: span.trace_id.try_into().unwrap_or_default(),
+        span_id: span.span_id.try_into().unwrap_or_default(),
+        name: span.name.to_string(),
+        kind: span.kind,
+        start_ns: span.start_time_unix_nano,
+        end_ns: span.end_time_unix_nano,
+        status: span.status_code,
+        facts,
+        body,
+        attr_hashes,
+        session_hash,
+        summary: Cell::new(summary),
+    }
+}
+
+fn ids_valid(trace_id: &[u8], span_id: &[u8]) -> bool {
+    ids::check_id(trace_id, 16, "trace_id").is_ok() && ids::check_id(span_id, 8, "span_id").is_ok()
+}
+
+/// A decoded span: truncated to `max_attr`, encoded again only when that cut something or `raw` (its
+/// received bytes) is missing. None for invalid ids.
+fn decoded_span(
+    mut span: Span,
+    raw: Option<Bytes>,
+    shared: &Shared,
+    max_attr: usize,
+) -> Option<PreparedSpan> {
+    if !ids_valid(&span.trace_id, &span.span_id) {
+        return None;
+    }
+    let mut cut = truncate(&mut span.attributes, max_attr);
+    for event in &mut span.events {
+        cut |= truncate(&mut event.attributes, max_attr);
+    }
+    let body = match raw.filter(|_| !cut) {
+        Some(raw) => raw,
+        None => Bytes::from(span.encode_to_vec()),
+    };
+    let attrs = kv_refs(&span.attributes);
+    Some(span_of(&SpanRef::of(&span, &attrs), shared, body))
+}
+
+/// A protobuf trace request read in place (`Writer::read_in_place`), ready to store, and the spans it
+/// refused for invalid ids.
+pub struct InPlace {
+    pub(super) prepared: Prepared,
+    refused: usize,
+    first_refusal: Option<String>,
+}
+
+impl InPlace {
+    /// The spans it will store.
+    pub fn spans(&self) -> usize {
+        self.prepared.items
+    }
+
+    /// How many spans it refused.
+    pub fn refused(&self) -> usize {
+        self.refused
+    }
+
+    /// Why the first refused span was.
+    pub fn first_refusal(&self) -> Option<&str> {
+        self.first_refusal.as_deref()
+    }
+}
+
+/// Walks a request once: checks it, refuses spans with invalid ids, prepares the others. Gives the bytes
+/// back when the walk declines them (the caller decodes with prost).
+pub(super) fn read_in_place(
+    bytes: Bytes,
+    max_attr: usize,
+    live: bool,
+    spans: bool,
+) -> Result<InPlace, Bytes> {
+    let mut reader = InPlaceReader {
+        bytes: &bytes,
+        max_attr,
+        summaries: live && spans,
+        service_h: 0,
+        read: InPlace {
+            prepared: Prepared::default(),
+            refused: 0,
+            first_refusal: None,
+        },
+    };
+    match view::walk_traces(&bytes, &mut reader) {
+        Some(()) => Ok(reader.read),
+        None => Err(bytes),
+    }
+}
+
+struct InPlaceReader<'b> {
+    bytes: &'b Bytes,
+    max_attr: usize,
+    summaries: bool,
+    /// The current resource's `index::service_hash`.
+    service_h: i64,
+    read: InPlace,
+}
+
+impl Visit for InPlaceReader<'_> {
+    fn resource(&mut self, r: &ResourceRef<'_>) {
+        let pr = resource_of(r.bytes.to_vec(), r.schema_url.to_string(), r.attributes);
+        self.service_h = super::index::service_hash(&pr.service);
+        self.read.prepared.resources.push(pr);
+    }
+
+    fn scope(&mut self, s: &ScopeRef<'_>) {
+        let (name, version) = (s.name.to_string(), s.version.to_string());
+        let mut ps = prepared_scope(s.bytes.to_vec(), s.schema_url.to_string(), name, version);
+        ps.spans.reserve(s.spans);
+        if let Some(pr) = self.read.prepared.resources.last_mut() {
+            pr.scopes.push(ps);
+        }
+    }
+
+    fn span(&mut self, r: &ResourceRef<'_>, at: &SpanAt<'_>) {
+        let span = &at.span;
+        if let Some(reason) = span.id_problem() {
+            self.read.refused += 1;
+            self.read.first_refusal.get_or_insert(reason);
+            return;
+        }
+        let Some(pr) = self.read.prepared.resources.last_mut() else {
+            return;
+        };
+        let shared = Shared {
+            resource: Lookup::new(r.attributes),
+            service: &pr.service,
+            service_h: self.service_h,
+            summaries: self.summaries,
+        };
+        let body = self.bytes.slice(at.at.clone());
+        let prepared = if at.longest_value > self.max_attr {
+            // Rare: truncation works on the decoded span, as for JSON.
+            Span::decode(body)
+                .ok()
+                .and_then(|decoded| decoded_span(decoded, None, &shared, self.max_attr))
+        } else {
+            Some(span_of(span, &shared, body))
+        };
+        if let (Some(p), Some(ps)) = (prepared, pr.scopes.last_mut()) {
+            ps.spans.push(p);
+            self.read.prepared.items += 1;
+        }
     }
 }
 
@@ -115,6 +293,7 @@ fn resource_of(resource: &Resource, schema_url: String) -> PreparedResource {
 /// someone listens to commits; `spans`: they want span summaries too.
 pub(super) fn prepare(batch: Batch, max_attr: usize, live: bool, spans: bool) -> Prepared {
     let mut out = Prepared::default();
+    let summaries = live && spans;
     let (span_count, log_count) = (batch.span_count(), batch.log_count());
     // A batch of one signal may carry the received bytes of its items, in the order met below.
     let wire = (batch.wire)
@@ -122,52 +301,34 @@ pub(super) fn prepare(batch: Batch, max_attr: usize, live: bool, spans: bool) ->
     let mut position = 0;
     for rs in batch.spans {
         let resource = rs.resource.unwrap_or_default();
-        let mut pr = resource_of(&resource, rs.schema_url);
-        let service_h = super::index::service_hash(&pr.service);
+        let attrs = kv_refs(&resource.attributes);
+        let mut pr = resource_of(resource.encode_to_vec(), rs.schema_url, &attrs);
+        let shared = Shared {
+            resource: Lookup::new(&attrs),
+            service: &pr.service,
+            service_h: super::index::service_hash(&pr.service),
+            summaries,
+        };
+        let mut scopes = Vec::with_capacity(rs.scope_spans.len());
         for ss in rs.scope_spans {
             let mut ps = scope_of(ss.scope, ss.schema_url);
-            for mut span in ss.spans {
+            ps.spans.reserve(ss.spans.len());
+            for span in ss.spans {
                 position += 1;
-                if ids::check_id(&span.trace_id, 16, "trace_id").is_err()
-                    || ids::check_id(&span.span_id, 8, "span_id").is_err()
-                {
-                    continue;
-                }
-                let mut cut = truncate(&mut span.attributes, max_attr);
-                for event in &mut span.events {
-                    cut |= truncate(&mut event.attributes, max_attr);
-                }
-                let facts = facts::span_facts(&span, &resource.attributes, &pr.service);
-                let summary = (live && spans).then(|| SpanSummary::new(0, &span, &facts));
-                let body = body_of(&span, wire.as_ref(), position - 1, cut);
-                let (attr_hashes, session_hash) =
-                    super::index::span_hashes(&span.attributes, service_h);
-                ps.spans.push(PreparedSpan {
-                    parent_span_id: (!span.parent_span_id.is_empty())
-                        .then_some(span.parent_span_id),
-                    trace_id: span.trace_id,
-                    span_id: span.span_id,
-                    name: span.name,
-                    kind: span.kind,
-                    start_ns: span.start_time_unix_nano,
-                    end_ns: span.end_time_unix_nano,
-                    status: span.status.map(|s| s.code).unwrap_or(0),
-                    facts,
-                    body,
-                    attr_hashes,
-                    session_hash,
-                    summary: Cell::new(summary),
-                });
+                let raw = wire.as_ref().and_then(|w| w.item(position - 1));
+                ps.spans.extend(decoded_span(span, raw, &shared, max_attr));
             }
             out.items += ps.spans.len();
-            pr.scopes.push(ps);
+            scopes.push(ps);
         }
+        pr.scopes = scopes;
         out.resources.push(pr);
     }
     position = 0;
     for rl in batch.logs {
         let resource = rl.resource.unwrap_or_default();
-        let mut pr = resource_of(&resource, rl.schema_url);
+        let attrs = kv_refs(&resource.attributes);
+        let mut pr = resource_of(resource.encode_to_vec(), rl.schema_url, &attrs);
         for sl in rl.scope_logs {
             let mut ps = scope_of(sl.scope, sl.schema_url);
             for mut log in sl.log_records {

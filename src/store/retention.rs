@@ -4,6 +4,7 @@
 //! kept unless the size cap forces it out; what that drops is counted.
 
 use super::StoreError;
+use crate::model::view::kv_refs;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 use std::time::Duration;
@@ -91,7 +92,7 @@ fn index_entries<P: rusqlite::ToSql>(
         let body = r.get_ref(2)?.as_blob()?;
         if let Ok(span) = <crate::model::Span as prost::Message>::decode(body) {
             let service = super::index::service_hash(r.get_ref(3)?.as_str()?);
-            let (all, _) = super::index::span_hashes(&span.attributes, service);
+            let (all, _) = super::index::span_hashes(&kv_refs(&span.attributes), service);
             gone.extend(all.into_iter().map(|h| (h, start, seq)));
         }
     }

@@ -2,13 +2,17 @@
 //! its transaction committed, then tells the live hub what changed.
 
 use super::index::Backlog;
-use super::prepare::{prepare, Meta, Prepared, PreparedLog, PreparedResource, PreparedSpan};
+use super::prepare::{
+    prepare, read_in_place, InPlace, Meta, Prepared, PreparedLog, PreparedResource, PreparedSpan,
+};
 use super::session::{Counters, SessionRow};
 use super::stats::{label, Dims, StatsDelta};
 use super::{Committed, LogSummary, SpanSummary, StoreError, StoreOptions};
 use crate::metrics::Metrics;
 use crate::model::facts::{self, SpanFacts, Usage, OP_AGENT};
+use crate::model::view::kv_refs;
 use crate::model::{Batch, Span};
+use bytes::Bytes;
 use prost::Message;
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
@@ -125,18 +129,12 @@ impl Writer {
         self.transport
     }
 
-    fn count_received(&self, batch: &Batch) {
+    fn count_received(&self, spans: usize, logs: usize) {
         let t = label("transport", self.transport);
-        self.metrics.inc(
-            "aotel_received_spans_total",
-            t.clone(),
-            batch.span_count() as f64,
-        );
-        self.metrics.inc(
-            "aotel_received_log_records_total",
-            t,
-            batch.log_count() as f64,
-        );
+        self.metrics
+            .inc("aotel_received_spans_total", t.clone(), spans as f64);
+        self.metrics
+            .inc("aotel_received_log_records_total", t, logs as f64);
     }
 
     fn count_busy(&self) -> StoreError {
@@ -161,9 +159,9 @@ impl Writer {
     /// Stores `batch`, answering only once it is committed. Fails fast with `StoreError::Busy` when the
     /// queue's byte budget is used up, so receivers can push back instead of buffering without bound.
     pub async fn write(&self, batch: Batch, approx_bytes: usize) -> Result<Receipt, StoreError> {
-        self.count_received(&batch);
+        self.count_received(batch.span_count(), batch.log_count());
         let room = self.reserve(approx_bytes)?;
-        self.send(batch, room, false).await
+        self.send(self.prepare(batch), room, false).await
     }
 
     /// Room for `bytes` in the queue's byte budget, or `Busy` at once. A receiver reserves while it
@@ -182,8 +180,25 @@ impl Writer {
         batch: Batch,
         room: Reservation,
     ) -> Result<Receipt, StoreError> {
-        self.count_received(&batch);
-        self.send(batch, room, false).await
+        self.count_received(batch.span_count(), batch.log_count());
+        self.send(self.prepare(batch), room, false).await
+    }
+
+    /// Reads a protobuf `ExportTraceServiceRequest` in place and prepares it (see `model::view`): one
+    /// walk over its bytes instead of decoding it. Gives the bytes back when the walk declines them.
+    pub fn read_in_place(&self, bytes: Bytes) -> Result<InPlace, Bytes> {
+        let (live, spans) = self.wants_summaries();
+        read_in_place(bytes, self.max_attr, live, spans)
+    }
+
+    /// Like `write_reserved`, for a request `read_in_place` read.
+    pub async fn write_in_place(
+        &self,
+        read: InPlace,
+        room: Reservation,
+    ) -> Result<Receipt, StoreError> {
+        self.count_received(read.spans(), 0);
+        self.send(read.prepared, room, false).await
     }
 
     /// Like `write`, but waits for room instead of failing: for importers, which can afford to wait.
@@ -192,26 +207,27 @@ impl Writer {
         batch: Batch,
         approx_bytes: usize,
     ) -> Result<Receipt, StoreError> {
-        self.count_received(&batch);
+        self.count_received(batch.span_count(), batch.log_count());
         let permit = self
             .budget
             .clone()
             .acquire_many_owned(self.permits(approx_bytes))
             .await
             .map_err(|_| StoreError::Closed)?;
-        self.send(batch, Reservation(Some(permit)), true).await
+        self.send(self.prepare(batch), Reservation(Some(permit)), true)
+            .await
     }
 
     /// Queues the job (waiting for a slot when `wait`, else failing with `Busy`) and waits for its commit.
     async fn send(
         &self,
-        batch: Batch,
+        prepared: Prepared,
         room: Reservation,
         wait: bool,
     ) -> Result<Receipt, StoreError> {
         let (done, rx) = oneshot::channel();
         let job = Msg::Job(Job {
-            prepared: self.prepare(batch),
+            prepared,
             _room: room,
             done,
         });
@@ -233,9 +249,14 @@ impl Writer {
     }
 
     fn prepare(&self, batch: Batch) -> Prepared {
-        let live = self.changes.receiver_count() > 0;
-        let spans = self.live_spans.load(Ordering::Acquire);
+        let (live, spans) = self.wants_summaries();
         prepare(batch, self.max_attr, live, spans)
+    }
+
+    /// Whether anyone listens to commits, and whether they want span summaries too.
+    fn wants_summaries(&self) -> (bool, bool) {
+        let live = self.changes.receiver_count() > 0;
+        (live, self.live_spans.load(Ordering::Acquire))
     }
 
     fn permits(&self, approx_bytes: usize) -> u32 {
@@ -867,8 +888,8 @@ fn span_row(span: &PreparedSpan, at: Place) -> [ToSqlOutput<'_>; 25] {
         blob(&span.trace_id),
         blob(&span.span_id),
         span.parent_span_id
-            .as_deref()
-            .map_or(ToSqlOutput::Owned(Value::Null), blob),
+            .as_ref()
+            .map_or(ToSqlOutput::Owned(Value::Null), |p| blob(p)),
         text(Some(&f.session)),
         text(Some(&span.name)),
         int(span.kind.into()),
@@ -1008,7 +1029,7 @@ fn store_span<'a>(
     match span.summary.take() {
         Some(mut summary) => {
             summary.seq = seq;
-            pending.spans.push(summary);
+            pending.spans.push(*summary);
         }
         None => pending.unsummarised += 1,
     }
@@ -1051,7 +1072,7 @@ fn previous_copy(
         } else {
             let service_h = super::index::service_hash(&service);
             Span::decode(old_body)
-                .map(|s| super::index::span_hashes(&s.attributes, service_h).0)
+                .map(|s| super::index::span_hashes(&kv_refs(&s.attributes), service_h).0)
                 .unwrap_or_default()
         };
         let operation: Option<String> = r.get(5)?;
