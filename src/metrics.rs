@@ -13,6 +13,7 @@ const UNLABELLED_COUNTERS: &[&str] = &[
     "aotel_stored_spans_total",
     "aotel_stored_log_records_total",
     "aotel_commit_failures_total",
+    "aotel_trace_requests_decoded_total",
 ];
 
 /// Upper bounds (seconds) of the commit latency histogram.
@@ -57,6 +58,11 @@ pub const CATALOGUE: &[(&str, &str, &str)] = &[
         "aotel_rejected_log_records_total",
         "counter",
         "Log records rejected inside accepted requests, by reason.",
+    ),
+    (
+        "aotel_trace_requests_decoded_total",
+        "counter",
+        "Protobuf trace requests decoded by prost because the in-place reader declined them.",
     ),
     (
         "aotel_ingest_queue_requests",

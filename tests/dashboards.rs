@@ -30,6 +30,7 @@ const SPEC: &[(&str, &str, &[&str])] = &[
     ),
     ("aotel_rejected_spans_total", "counter", &["reason"]),
     ("aotel_rejected_log_records_total", "counter", &["reason"]),
+    ("aotel_trace_requests_decoded_total", "counter", &[]),
     ("aotel_ingest_queue_requests", "gauge", &[]),
     ("aotel_ingest_queue_bytes", "gauge", &[]),
     ("aotel_commit_duration_seconds", "histogram", &[]),

@@ -775,4 +775,17 @@ async fn spans_the_walk_in_place_declines_are_read_by_prost() {
             .expect("count");
         assert_eq!(kept, 0, "{transport}");
     }
+    // One request read by prost and one malformed, per transport.
+    let metrics = reqwest::get(server.url("/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "aotel_trace_requests_decoded_total 4"),
+        "{metrics}"
+    );
 }

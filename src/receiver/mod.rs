@@ -242,7 +242,12 @@ pub async fn export<S: Signal>(
         Received::Decoded { request, raw } => (request, raw),
         Received::Protobuf(raw) => match writer.read_in_place(raw) {
             Ok(read) => return export_in_place::<S>(writer, read, room).await,
-            Err(raw) => (decode::<S>(&raw)?, Some(raw)),
+            Err(raw) => {
+                // Counted, so an exporter whose encoding always takes the slower way shows.
+                let metrics = writer.metrics();
+                metrics.inc("aotel_trace_requests_decoded_total", String::new(), 1.0);
+                (decode::<S>(&raw)?, Some(raw))
+            }
         },
     };
     let decoded = S::items(&request);
