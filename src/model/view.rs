@@ -242,8 +242,9 @@ impl Fields<'_> {
         if self.at >= self.end {
             return Ok(None);
         }
-        let key = self.varint()?;
-        let number = u32::try_from(key >> 3).map_err(|_| Decline)?;
+        // prost refuses a key past 32 bits, and field number 0.
+        let key = u32::try_from(self.varint()?).map_err(|_| Decline)?;
+        let number = key >> 3;
         if number == 0 {
             return Err(Decline);
         }
@@ -732,12 +733,18 @@ mod tests {
             request_of_raw(&s)
         };
         // The name again (prost: the last wins), a group (prost skips it), a bad UTF-8 in an event
-        // name (prost refuses), a wire type the field does not have, a tenth varint byte over 1.
-        let cases: [(&str, Vec<u8>, bool); 5] = [
+        // name (prost refuses), a wire type the field does not have, a field key past 32 bits, a tenth
+        // varint byte over 1.
+        let cases: [(&str, Vec<u8>, bool); 6] = [
             ("name twice", with(&[0x2a, 1, b'z']), true),
             ("group", with(&[0x83, 0x03, 0x84, 0x03]), true),
             ("bad UTF-8", with(&[0x5a, 3, 0x12, 1, 0xff]), false),
             ("kind as bytes", with(&[0x32, 0]), false),
+            (
+                "key past 32 bits",
+                with(&[0x80, 0x80, 0x80, 0x80, 0x10, 0]),
+                false,
+            ),
             (
                 "varint overflow",
                 with(&[
