@@ -55,7 +55,7 @@ impl<'a> Lookup<'a> {
             return None;
         }
         (self.attrs.iter())
-            .find(|kv| kv.key == key.as_bytes())
+            .find(|kv| kv.key == key)
             .and_then(|kv| kv.value)
     }
 

@@ -151,24 +151,23 @@ pub fn known_operation(op: &str) -> Option<&'static str> {
 
 fn operation(span: &SpanRef, attrs: Lookup) -> Option<&'static str> {
     // Matched without regard to case, as producers differ; without a lowercased copy per span.
-    let is = |value: Option<&str>, names: &[&str]| {
-        value.is_some_and(|v| names.iter().any(|n| v.eq_ignore_ascii_case(n)))
-    };
+    let is = |value: Option<&str>, name: &str| value.is_some_and(|v| v.eq_ignore_ascii_case(name));
     let op = attrs.first_str(&["gen_ai.operation.name"]);
-    if is(op, &["invoke_agent", "create_agent"]) {
-        return Some(OP_AGENT);
-    }
-    if is(op, &["execute_tool"]) {
-        return Some(OP_TOOL);
-    }
-    if is(op, &["chat", "text_completion", "generate_content"]) {
-        return Some(OP_CHAT);
+    let genai: [(&[&str], _); 3] = [
+        (&["invoke_agent", "create_agent"], OP_AGENT),
+        (&["execute_tool"], OP_TOOL),
+        (&["chat", "text_completion", "generate_content"], OP_CHAT),
+    ];
+    if let Some((_, found)) = genai
+        .iter()
+        .find(|(names, _)| names.iter().any(|n| is(op, n)))
+    {
+        return Some(found);
     }
     let kind = attrs.first_str(&["openinference.span.kind"]);
-    for (name, op) in [("AGENT", OP_AGENT), ("TOOL", OP_TOOL), ("LLM", OP_CHAT)] {
-        if is(kind, &[name]) {
-            return Some(op);
-        }
+    let openinference = [("AGENT", OP_AGENT), ("TOOL", OP_TOOL), ("LLM", OP_CHAT)];
+    if let Some((_, found)) = openinference.iter().find(|(name, _)| is(kind, name)) {
+        return Some(found);
     }
     match span.name {
         "claude_code.interaction" => Some(OP_AGENT),
@@ -239,9 +238,15 @@ pub struct LogFacts {
     pub model: Option<String>,
 }
 
+/// `facts_of_log` with the resource's attributes.
 pub fn log_facts(log: &LogRecord, resource_attrs: &[KeyValue]) -> LogFacts {
-    let (attrs, resource) = (kv_refs(&log.attributes), kv_refs(resource_attrs));
-    let (attrs, resource) = (Lookup::new(&attrs), Lookup::new(&resource));
+    facts_of_log(log, Lookup::new(&kv_refs(resource_attrs)))
+}
+
+/// The facts of a log record; `resource`: its resource's attributes.
+pub fn facts_of_log(log: &LogRecord, resource: Lookup) -> LogFacts {
+    let attrs = kv_refs(&log.attributes);
+    let attrs = Lookup::new(&attrs);
     let session = attrs
         .first_str(SESSION_KEYS)
         .or_else(|| resource.first_str(SESSION_KEYS))

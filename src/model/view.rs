@@ -14,8 +14,7 @@ use std::ops::Range;
 /// An attribute value as the facts and the index read it.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum ValueRef<'a> {
-    /// Valid UTF-8 (checked on receipt, or a Rust string); `as_str` converts.
-    Str(&'a [u8]),
+    Str(&'a str),
     Bool(bool),
     Int(i64),
     Double(f64),
@@ -26,7 +25,7 @@ pub enum ValueRef<'a> {
 impl<'a> ValueRef<'a> {
     pub fn of(v: &'a Value) -> ValueRef<'a> {
         match v {
-            Value::StringValue(s) => ValueRef::Str(s.as_bytes()),
+            Value::StringValue(s) => ValueRef::Str(s),
             Value::BoolValue(b) => ValueRef::Bool(*b),
             Value::IntValue(i) => ValueRef::Int(*i),
             Value::DoubleValue(d) => ValueRef::Double(*d),
@@ -36,17 +35,17 @@ impl<'a> ValueRef<'a> {
 
     pub fn as_str(&self) -> Option<&'a str> {
         match self {
-            ValueRef::Str(b) => std::str::from_utf8(b).ok(),
+            ValueRef::Str(s) => Some(s),
             _ => None,
         }
     }
 }
 
-/// An attribute: its key (valid UTF-8) and value; `value` is None where the `AnyValue` is missing or
-/// empty, as `attrs::get` reads a decoded one.
+/// An attribute: its key and value; `value` is None where the `AnyValue` is missing or empty, as
+/// `attrs::get` reads a decoded one.
 #[derive(Clone, Copy, Debug)]
 pub struct KvRef<'a> {
-    pub key: &'a [u8],
+    pub key: &'a str,
     pub value: Option<ValueRef<'a>>,
 }
 
@@ -54,7 +53,7 @@ pub struct KvRef<'a> {
 pub fn kv_refs(attrs: &[KeyValue]) -> Vec<KvRef<'_>> {
     (attrs.iter())
         .map(|kv| KvRef {
-            key: kv.key.as_bytes(),
+            key: &kv.key,
             value: (kv.value.as_ref())
                 .and_then(|v| v.value.as_ref())
                 .map(ValueRef::of),
@@ -300,11 +299,6 @@ impl<'a> Walker<'a> {
         &self.buf[r]
     }
 
-    /// A string field's bytes, checked to be UTF-8.
-    fn text(&self, r: Range<usize>) -> Step<&'a [u8]> {
-        Ok(self.str(r)?.as_bytes())
-    }
-
     fn str(&self, r: Range<usize>) -> Step<&'a str> {
         std::str::from_utf8(&self.buf[r]).map_err(|_| Decline)
     }
@@ -317,11 +311,12 @@ impl<'a> Walker<'a> {
             Kind::Fixed64 => v.fixed64().map(drop),
             Kind::Fixed32 => v.fixed32(),
             Kind::Bytes => v.len().map(drop),
-            Kind::Text => self.text(v.len()?).map(drop),
+            Kind::Text => self.str(v.len()?).map(drop),
         }
     }
 
-    /// Any other field's value is checked for its wire type only, as prost skips unknown fields.
+    // Each message below reads its known fields; any other field is checked for its wire type only, as
+    // prost skips unknown fields.
     fn request(&self, visit: &mut impl Visit) -> Step<()> {
         let mut f = self.fields(0..self.buf.len());
         let mut span_attrs = Vec::new();
@@ -396,7 +391,7 @@ impl<'a> Walker<'a> {
             match n {
                 1 | 2 => self.check(&mut f, n, v, Kind::Text)?,
                 3 | 4 => {
-                    self.text(v.len()?)?;
+                    self.str(v.len()?)?;
                 }
                 _ => {}
             }
@@ -579,7 +574,7 @@ impl<'a> Walker<'a> {
     /// A `KeyValue` and the length of its value when that is a string or bytes.
     fn key_value(&self, r: Range<usize>, depth: u8) -> Step<(KvRef<'a>, usize)> {
         let mut kv = KvRef {
-            key: &[],
+            key: "",
             value: None,
         };
         let mut len = 0;
@@ -588,7 +583,7 @@ impl<'a> Walker<'a> {
             match n {
                 1 => {
                     f.once(n)?;
-                    kv.key = self.text(v.len()?)?;
+                    kv.key = self.str(v.len()?)?;
                 }
                 2 => {
                     f.once(n)?;
@@ -617,7 +612,7 @@ impl<'a> Walker<'a> {
                 1 => {
                     let r = v.len()?;
                     len = r.len();
-                    ValueRef::Str(self.text(r)?)
+                    ValueRef::Str(self.str(r)?)
                 }
                 2 => ValueRef::Bool(v.varint()? != 0),
                 3 => ValueRef::Int(v.varint()? as i64),

@@ -49,14 +49,10 @@ const BACKFILL_CHUNK: i64 = 5_000;
 
 /// FNV-1a over `key`, a separator and `value`. Stored in the database, so it must never change.
 pub const fn attr_hash(key: &str, value: &str) -> i64 {
-    bytes_hash(key.as_bytes(), value.as_bytes())
-}
-
-const fn bytes_hash(key: &[u8], value: &[u8]) -> i64 {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    let h = fnv(OFFSET, key);
+    let h = fnv(OFFSET, key.as_bytes());
     let h = fnv(h, &[0xff]);
-    fnv(h, value) as i64
+    fnv(h, value.as_bytes()) as i64
 }
 
 const fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
@@ -73,30 +69,23 @@ const fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
 /// The text form a value is indexed (and compared by Jaeger tag searches) under; None for arrays,
 /// maps and bytes, which are not indexed.
 pub fn value_text(v: &Value) -> Option<Cow<'_, str>> {
-    match text_of(ValueRef::of(v))? {
-        Cow::Borrowed(b) => std::str::from_utf8(b).ok().map(Cow::Borrowed),
-        Cow::Owned(b) => String::from_utf8(b).ok().map(Cow::Owned),
-    }
+    text_of(ValueRef::of(v))
 }
 
-/// `value_text` of a view, as bytes (a string's are UTF-8 already).
-fn text_of(v: ValueRef<'_>) -> Option<Cow<'_, [u8]>> {
+/// `value_text` of a view.
+fn text_of(v: ValueRef<'_>) -> Option<Cow<'_, str>> {
     match v {
         ValueRef::Str(s) => Some(Cow::Borrowed(s)),
-        ValueRef::Bool(b) => Some(Cow::Borrowed(if b { b"true" } else { b"false" })),
-        ValueRef::Int(i) => Some(Cow::Owned(i.to_string().into_bytes())),
-        ValueRef::Double(d) => Some(Cow::Owned(d.to_string().into_bytes())),
+        ValueRef::Bool(b) => Some(Cow::Borrowed(if b { "true" } else { "false" })),
+        ValueRef::Int(i) => Some(Cow::Owned(i.to_string())),
+        ValueRef::Double(d) => Some(Cow::Owned(d.to_string())),
         ValueRef::Other => None,
     }
 }
 
 /// Whether a `key = text` pair would have been indexed if a span carried it.
 pub fn indexable(text: &str) -> bool {
-    fits(text.len())
-}
-
-fn fits(len: usize) -> bool {
-    len <= MAX_INDEXED_VALUE
+    text.len() <= MAX_INDEXED_VALUE
 }
 
 /// The index hashes of a resource's attributes (`span_hashes` gives a span's).
@@ -109,7 +98,7 @@ pub fn hashes<'a>(attrs: &'a [KvRef<'a>]) -> impl Iterator<Item = i64> + 'a {
 
 fn entry_hash(kv: &KvRef) -> Option<i64> {
     let text = text_of(kv.value?)?;
-    fits(text.len()).then(|| bytes_hash(kv.key, &text))
+    indexable(&text).then(|| attr_hash(kv.key, &text))
 }
 
 /// The keys of the entries that are not attributes. No attribute key starts with a NUL byte in
@@ -138,9 +127,7 @@ pub fn span_hashes(attrs: &[KvRef], service: i64) -> (Vec<i64>, Option<i64>) {
     let mut session = None;
     for kv in attrs.iter().take(MAX_INDEXED_PER_SPAN) {
         if let Some(h) = entry_hash(kv) {
-            if session.is_none()
-                && (crate::model::facts::SESSION_KEYS.iter()).any(|k| k.as_bytes() == kv.key)
-            {
+            if session.is_none() && crate::model::facts::SESSION_KEYS.contains(&kv.key) {
                 session = Some(h);
             }
             all.push(h);

@@ -7,7 +7,7 @@ use crate::model::attrs::Lookup;
 use crate::model::facts::{self, LogFacts, SpanFacts};
 use crate::model::view::{self, kv_refs, KvRef, ResourceRef, ScopeRef, SpanAt, SpanRef, Visit};
 use crate::model::wire::Wire;
-use crate::model::{ids, Batch, InstrumentationScope, Span};
+use crate::model::{Batch, InstrumentationScope, Span};
 use bytes::Bytes;
 use prost::Message;
 use sha2::{Digest, Sha256};
@@ -137,7 +137,7 @@ fn span_of(span: &SpanRef, shared: &Shared, body: Bytes) -> PreparedSpan {
     let facts = facts::facts_of(span, shared.resource, shared.service);
     let summary = (shared.summaries).then(|| Box::new(SpanSummary::new(0, span, &facts)));
     let (attr_hashes, session_hash) = super::index::span_hashes(span.attributes, shared.service_h);
-    // Ids were checked (`ids_valid`, `SpanRef::id_problem`); a parent id of another length is dropped.
+    // `SpanRef::id_problem` passed: the ids have their lengths, and a parent is absent or 8 bytes.
     PreparedSpan {
         parent_span_id: span.parent_span_id.try_into().ok(),
         trace_id: span.trace_id.try_into().unwrap_or_default(),
@@ -155,19 +155,15 @@ fn span_of(span: &SpanRef, shared: &Shared, body: Bytes) -> PreparedSpan {
     }
 }
 
-fn ids_valid(trace_id: &[u8], span_id: &[u8]) -> bool {
-    ids::check_id(trace_id, 16, "trace_id").is_ok() && ids::check_id(span_id, 8, "span_id").is_ok()
-}
-
 /// A decoded span: truncated to `max_attr`, encoded again only when that cut something or `raw` (its
-/// received bytes) is missing. None for invalid ids.
+/// received bytes) is missing. None for invalid ids (which the receivers have refused already).
 fn decoded_span(
     mut span: Span,
     raw: Option<Bytes>,
     shared: &Shared,
     max_attr: usize,
 ) -> Option<PreparedSpan> {
-    if !ids_valid(&span.trace_id, &span.span_id) {
+    if SpanRef::of(&span, &[]).id_problem().is_some() {
         return None;
     }
     let mut cut = truncate(&mut span.attributes, max_attr);
@@ -209,16 +205,16 @@ impl InPlace {
 
 /// Walks a request once: checks it, refuses spans with invalid ids, prepares the others. Gives the bytes
 /// back when the walk declines them (the caller decodes with prost).
+/// `summaries`: span summaries wanted (see `prepare`).
 pub(super) fn read_in_place(
     bytes: Bytes,
     max_attr: usize,
-    live: bool,
-    spans: bool,
+    summaries: bool,
 ) -> Result<InPlace, Bytes> {
     let mut reader = InPlaceReader {
         bytes: &bytes,
         max_attr,
-        summaries: live && spans,
+        summaries,
         service_h: 0,
         read: InPlace {
             prepared: Prepared::default(),
@@ -329,12 +325,13 @@ pub(super) fn prepare(batch: Batch, max_attr: usize, live: bool, spans: bool) ->
         let resource = rl.resource.unwrap_or_default();
         let attrs = kv_refs(&resource.attributes);
         let mut pr = resource_of(resource.encode_to_vec(), rl.schema_url, &attrs);
+        let resource_lookup = Lookup::new(&attrs);
         for sl in rl.scope_logs {
             let mut ps = scope_of(sl.scope, sl.schema_url);
             for mut log in sl.log_records {
                 position += 1;
                 let cut = truncate(&mut log.attributes, max_attr);
-                let facts = facts::log_facts(&log, &resource.attributes);
+                let facts = facts::facts_of_log(&log, resource_lookup);
                 let summary = live.then(|| LogSummary::new(0, &log, &facts, &pr.service));
                 let body = body_of(&log, wire.as_ref(), position - 1, cut);
                 ps.logs.push(PreparedLog {

@@ -188,7 +188,7 @@ impl Writer {
     /// walk over its bytes instead of decoding it. Gives the bytes back when the walk declines them.
     pub fn read_in_place(&self, bytes: Bytes) -> Result<InPlace, Bytes> {
         let (live, spans) = self.wants_summaries();
-        read_in_place(bytes, self.max_attr, live, spans)
+        read_in_place(bytes, self.max_attr, live && spans)
     }
 
     /// Like `write_reserved`, for a request `read_in_place` read.
