@@ -278,6 +278,12 @@ impl Fields<'_> {
         self.seen |= bit;
         Ok(())
     }
+
+    /// `v`, the value of singular field `number`, marked as met (see `once`).
+    fn single(&mut self, number: u32, v: Field) -> Step<Field> {
+        self.once(number)?;
+        Ok(v)
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -335,18 +341,12 @@ impl<'a> Walker<'a> {
         let mut f = self.fields(r);
         while let Some((n, v)) = f.next()? {
             match n {
-                1 => {
-                    f.once(1)?;
-                    head = v.len()?;
-                }
+                1 => head = f.single(n, v)?.len()?,
                 2 => {
                     v.len()?;
                     items += 1;
                 }
-                3 => {
-                    f.once(3)?;
-                    schema_url = self.str(v.len()?)?;
-                }
+                3 => schema_url = self.str(f.single(n, v)?.len()?)?,
                 _ => {}
             }
         }
@@ -411,14 +411,8 @@ impl<'a> Walker<'a> {
         let mut f = self.fields(scope.clone());
         while let Some((n, v)) = f.next()? {
             match n {
-                1 => {
-                    f.once(1)?;
-                    name = self.str(v.len()?)?;
-                }
-                2 => {
-                    f.once(2)?;
-                    version = self.str(v.len()?)?;
-                }
+                1 => name = self.str(f.single(n, v)?.len()?)?,
+                2 => version = self.str(f.single(n, v)?.len()?)?,
                 3 => {
                     self.key_value(v.len()?, 0)?;
                 }
@@ -474,35 +468,14 @@ impl<'a> Walker<'a> {
         let mut f = self.fields(r);
         while let Some((n, v)) = f.next()? {
             match n {
-                1 => {
-                    f.once(n)?;
-                    s.trace_id = self.bytes(v.len()?);
-                }
-                2 => {
-                    f.once(n)?;
-                    s.span_id = self.bytes(v.len()?);
-                }
+                1 => s.trace_id = self.bytes(f.single(n, v)?.len()?),
+                2 => s.span_id = self.bytes(f.single(n, v)?.len()?),
                 3 => self.check(&mut f, n, v, Kind::Text)?,
-                4 => {
-                    f.once(n)?;
-                    s.parent_span_id = self.bytes(v.len()?);
-                }
-                5 => {
-                    f.once(n)?;
-                    s.name = self.str(v.len()?)?;
-                }
-                6 => {
-                    f.once(n)?;
-                    s.kind = v.varint()? as i32;
-                }
-                7 => {
-                    f.once(n)?;
-                    s.start_time_unix_nano = v.fixed64()?;
-                }
-                8 => {
-                    f.once(n)?;
-                    s.end_time_unix_nano = v.fixed64()?;
-                }
+                4 => s.parent_span_id = self.bytes(f.single(n, v)?.len()?),
+                5 => s.name = self.str(f.single(n, v)?.len()?)?,
+                6 => s.kind = f.single(n, v)?.varint()? as i32,
+                7 => s.start_time_unix_nano = f.single(n, v)?.fixed64()?,
+                8 => s.end_time_unix_nano = f.single(n, v)?.fixed64()?,
                 9 => {
                     let (kv, len) = self.key_value(v.len()?, 0)?;
                     longest = longest.max(len);
@@ -511,10 +484,7 @@ impl<'a> Walker<'a> {
                 10 | 12 | 14 => self.check(&mut f, n, v, Kind::Varint)?,
                 11 => longest = longest.max(self.event(v.len()?)?),
                 13 => self.link(v.len()?)?,
-                15 => {
-                    f.once(n)?;
-                    s.status_code = self.status(v.len()?)?;
-                }
+                15 => s.status_code = self.status(f.single(n, v)?.len()?)?,
                 16 => self.check(&mut f, n, v, Kind::Fixed32)?,
                 _ => {}
             }
@@ -561,10 +531,7 @@ impl<'a> Walker<'a> {
         while let Some((n, v)) = f.next()? {
             match n {
                 2 => self.check(&mut f, n, v, Kind::Text)?,
-                3 => {
-                    f.once(n)?;
-                    code = v.varint()? as i32;
-                }
+                3 => code = f.single(n, v)?.varint()? as i32,
                 _ => {}
             }
         }
@@ -581,14 +548,8 @@ impl<'a> Walker<'a> {
         let mut f = self.fields(r);
         while let Some((n, v)) = f.next()? {
             match n {
-                1 => {
-                    f.once(n)?;
-                    kv.key = self.str(v.len()?)?;
-                }
-                2 => {
-                    f.once(n)?;
-                    (kv.value, len) = self.any_value(v.len()?, depth)?;
-                }
+                1 => kv.key = self.str(f.single(n, v)?.len()?)?,
+                2 => (kv.value, len) = self.any_value(f.single(n, v)?.len()?, depth)?,
                 3 => self.check(&mut f, n, v, Kind::Varint)?,
                 _ => {}
             }
