@@ -2,67 +2,38 @@
 //! on the same database: everything arrives, and only the batch that was in flight arrives twice.
 //! Also `aotel replay` from the command line.
 
+mod common;
 mod forward_support;
 
+use common::AotelProcess;
 use forward_support::*;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-struct Aotel {
-    child: Child,
-    api: SocketAddr,
-    http: SocketAddr,
+/// The built binary, forwarding traces to `forward`; on fresh ports each time (`common::spawn_aotel`
+/// tries others if another process takes one first).
+fn start_aotel(db: &Path, forward: &str) -> AotelProcess {
+    let args: [&std::ffi::OsStr; 10] = [
+        "--db".as_ref(),
+        db.as_os_str(),
+        "--forward".as_ref(),
+        forward.as_ref(),
+        "--forward-signals".as_ref(),
+        "traces".as_ref(),
+        "--forward-batch".as_ref(),
+        "500".as_ref(),
+        "--forward-max-backoff".as_ref(),
+        "1".as_ref(),
+    ];
+    // It waits for the child on this thread; the fake destination's tasks go on on the others.
+    tokio::task::block_in_place(|| common::spawn_aotel(&args))
 }
 
-impl Drop for Aotel {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start_aotel(db: &Path, forward: &str) -> Aotel {
-    let (grpc, http, api) = (free_addr(), free_addr(), free_addr());
-    let child = Command::new(env!("CARGO_BIN_EXE_aotel"))
-        .arg("serve")
-        .arg("--db")
-        .arg(db)
-        .args([
-            "--grpc",
-            &grpc.to_string(),
-            "--http",
-            &http.to_string(),
-            "--api",
-            &api.to_string(),
-        ])
-        .args([
-            "--forward",
-            forward,
-            "--forward-signals",
-            "traces",
-            "--forward-batch",
-            "500",
-        ])
-        .args(["--forward-max-backoff", "1"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start aotel");
-    let aotel = Aotel { child, api, http };
-    wait_for(
-        "aotel to be ready",
-        Duration::from_secs(20),
-        || async move {
-            let r = reqwest::get(format!("http://{api}/readyz")).await.ok()?;
-            r.status().is_success().then_some(())
-        },
-    )
-    .await;
-    aotel
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,13 +43,13 @@ async fn sigkill_mid_forward_then_restart_delivers_everything_with_duplicates_on
     let mut fake = FakeOtlp::start(|i, _| if i == 3 { Reply::Hold } else { Reply::Ok }).await;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("aotel.db");
-    let mut aotel = start_aotel(&db, &fake.url()).await;
+    let mut aotel = start_aotel(&db, &fake.url());
 
     let mut all: HashSet<(Vec<u8>, Vec<u8>)> = HashSet::new();
     for round in 0..10 {
         let req = traces(&format!("kill{round}"), 5, 100);
         all.extend(span_ids(&req));
-        send_traces(aotel.http, &req).await;
+        send_traces(loopback(aotel.http), &req).await;
     }
     assert_eq!(all.len(), 5000);
     fake.wait_requests(4, Duration::from_secs(30)).await;
@@ -87,7 +58,7 @@ async fn sigkill_mid_forward_then_restart_delivers_everything_with_duplicates_on
     let held: HashSet<_> = fake.requests()[3].spans.iter().cloned().collect();
     assert!(!held.is_empty());
 
-    let again = start_aotel(&db, &fake.url()).await;
+    let again = start_aotel(&db, &fake.url());
     wait_for("every span to arrive", Duration::from_secs(60), || async {
         let got: HashSet<_> = fake.accepted_spans().into_iter().collect();
         (got.len() == all.len()).then_some(())
@@ -95,7 +66,7 @@ async fn sigkill_mid_forward_then_restart_delivers_everything_with_duplicates_on
     .await;
     let got: HashSet<_> = fake.accepted_spans().into_iter().collect();
     assert_eq!(got, all, "exactly the ingested spans arrived");
-    let status = wait_caught_up(again.api, Duration::from_secs(10)).await;
+    let status = wait_caught_up(loopback(again.api), Duration::from_secs(10)).await;
     assert_eq!(status["destinations"][0]["state"], "ok", "{status}");
 
     let mut seen: HashMap<(Vec<u8>, Vec<u8>), usize> = HashMap::new();
@@ -127,8 +98,8 @@ async fn replay_from_the_command_line() {
     let db = dir.path().join("aotel.db");
     {
         // Fill a database through a running aotel whose forwarding goes nowhere useful.
-        let aotel = start_aotel(&db, &format!("http://{}/v1/traces", free_addr())).await;
-        send_traces(aotel.http, &traces("cli", 3, 7)).await;
+        let aotel = start_aotel(&db, &format!("http://{}/v1/traces", free_addr()));
+        send_traces(loopback(aotel.http), &traces("cli", 3, 7)).await;
     }
     let out = tokio::task::spawn_blocking({
         let (db, url) = (db.clone(), fake.url());

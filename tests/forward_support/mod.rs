@@ -467,14 +467,9 @@ pub struct FakeOtlp {
 }
 
 impl FakeOtlp {
+    /// On a port of its own: bound here on port 0, not picked by `free_addr` and bound after, which
+    /// another test's process can take in between.
     pub async fn start(script: impl FnMut(usize, &Recorded) -> Reply + Send + 'static) -> FakeOtlp {
-        Self::start_on(free_addr(), script).await
-    }
-
-    pub async fn start_on(
-        addr: SocketAddr,
-        script: impl FnMut(usize, &Recorded) -> Reply + Send + 'static,
-    ) -> FakeOtlp {
         let (count_tx, count) = watch::channel(0);
         let state = Arc::new(FakeState {
             requests: Mutex::new(Vec::new()),
@@ -485,7 +480,7 @@ impl FakeOtlp {
             .route("/v1/traces", post(fake_export))
             .route("/v1/logs", post(fake_export))
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind(addr)
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind fake destination");
         let addr = listener.local_addr().expect("addr");
