@@ -98,7 +98,8 @@ async fn replay_from_the_command_line() {
     let db = dir.path().join("aotel.db");
     {
         // Fill a database through a running aotel whose forwarding goes nowhere useful.
-        let aotel = start_aotel(&db, &format!("http://{}/v1/traces", free_addr()));
+        let nowhere = Refusing::bind();
+        let aotel = start_aotel(&db, &format!("http://{}/v1/traces", nowhere.addr()));
         send_traces(loopback(aotel.http), &traces("cli", 3, 7)).await;
     }
     let out = tokio::task::spawn_blocking({

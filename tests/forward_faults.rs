@@ -13,6 +13,7 @@ use forward_support::*;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -62,10 +63,10 @@ async fn dead_letters(api: std::net::SocketAddr) -> Vec<serde_json::Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_downstream_that_is_down_for_a_while_gets_everything_when_back() {
-    // Take three ports, let them go (nothing listens: connections are refused), reuse them later.
-    let (grpc, http, api) = (free_addr(), free_addr(), free_addr());
+    // The downstream's gRPC port is held, refusing connections, until the downstream starts on it.
+    let down = Refusing::bind();
     let dir = tempfile::tempdir().unwrap();
-    let spec = DestinationSpec::parse(&format!("grpc://{grpc}")).unwrap();
+    let spec = DestinationSpec::parse(&format!("grpc://{}", down.addr())).unwrap();
     let upstream =
         TestServer::start_with(config_forwarding(&dir.path().join("up.db"), vec![spec], 64)).await;
 
@@ -90,9 +91,12 @@ async fn a_downstream_that_is_down_for_a_while_gets_everything_when_back() {
     );
     send_traces(upstream.http, &traces("down-more", 2, 10)).await;
 
-    let listeners = Listeners::bind(grpc, http, api)
-        .await
-        .expect("the same ports again");
+    let any: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let listeners = Listeners {
+        grpc: down.listen(),
+        http: tokio::net::TcpListener::bind(any).await.expect("bind"),
+        api: tokio::net::TcpListener::bind(any).await.expect("bind"),
+    };
     let dir2 = tempfile::tempdir().unwrap();
     let downstream =
         TestServer::start_bound(Config::with_db(dir2.path().join("down.db")), listeners).await;
@@ -310,10 +314,10 @@ async fn headers_and_gzip_reach_the_destination_and_logs_go_to_v1_logs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_destination_holds_back_neither_ingest_nor_another_destination() {
     let healthy = TestServer::start().await;
-    let dead = free_addr();
+    let dead = Refusing::bind();
     let dir = tempfile::tempdir().unwrap();
     let specs = vec![
-        DestinationSpec::parse(&format!("http://{dead}/v1/traces")).unwrap(),
+        DestinationSpec::parse(&format!("http://{}/v1/traces", dead.addr())).unwrap(),
         DestinationSpec::parse(&format!("grpc://{}", healthy.grpc)).unwrap(),
     ];
     let upstream =

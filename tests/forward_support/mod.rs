@@ -420,11 +420,37 @@ pub async fn wait_caught_up(api: SocketAddr, limit: Duration) -> serde_json::Val
     .await
 }
 
-/// A free loopback port (bound and released: fine on loopback for tests).
+/// A free loopback port, bound and released: only for a process that binds it itself (rotel), which
+/// must then retry on new ports if another test took this one in between.
 pub fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
+}
+
+/// A loopback port that refuses connections (bound, not listening) and stays this test's until it is
+/// dropped or listened on. A destination that is down needs a port nobody answers on; one picked and
+/// released (`free_addr`) could meanwhile be taken by a server of a test running alongside, which would
+/// then be sent what was meant for nobody.
+pub struct Refusing(tokio::net::TcpSocket);
+
+impl Refusing {
+    pub fn bind() -> Refusing {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("bind a loopback port");
+        Refusing(socket)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.0.local_addr().expect("addr")
+    }
+
+    /// Starts accepting on the same port: the destination comes back.
+    pub fn listen(self) -> tokio::net::TcpListener {
+        self.0.listen(1024).expect("listen")
+    }
 }
 
 /// What a fake destination answers to one request.
