@@ -11,7 +11,7 @@ use forward_support::*;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn config_forwarding(db: &Path, destinations: Vec<DestinationSpec>) -> Config {
     let mut config = Config::with_db(db);
@@ -150,51 +150,38 @@ impl Drop for Rotel {
     }
 }
 
-/// Starts rotel forwarding to `downstream` over OTLP/gRPC; returns it and its OTLP/HTTP address.
-/// rotel binds the ports it is given itself, so one picked here can be taken by a test running
-/// alongside before rotel binds it: then rotel exits, and it starts again on new ports.
-async fn start_rotel(downstream: SocketAddr, scratch: &Path) -> (Rotel, SocketAddr) {
-    for attempt in 0..5 {
-        let (grpc, http) = (free_addr(), free_addr());
-        let child = Command::new(rotel_binary())
-            .arg("start")
-            .args(["--otlp-grpc-endpoint", &grpc.to_string()])
-            .args(["--otlp-http-endpoint", &http.to_string()])
-            .args(["--exporter", "otlp"])
-            .args(["--otlp-exporter-protocol", "grpc"])
-            .args(["--otlp-exporter-endpoint", &format!("http://{downstream}")])
-            .args(["--batch-timeout", "50ms"])
-            .arg("--pid-file")
-            .arg(scratch.join(format!("rotel{attempt}.pid")))
-            .arg("--log-file")
-            .arg(scratch.join(format!("rotel{attempt}.log")))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start rotel");
-        let mut rotel = Rotel(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while rotel.0.try_wait().expect("try_wait").is_none() {
-            if tokio::net::TcpStream::connect(http).await.is_ok() {
-                // Something answers there; it is rotel if rotel is still running a moment later.
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                if rotel.0.try_wait().expect("try_wait").is_none() {
-                    return (rotel, http);
-                }
-                break;
-            }
-            assert!(Instant::now() < deadline, "rotel did not listen on {http}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    panic!("rotel exited five times on start (see its logs in {scratch:?})");
+/// rotel forwarding to `downstream` over OTLP/gRPC, and its OTLP/HTTP address.
+fn start_rotel(downstream: SocketAddr, scratch: &Path) -> (Rotel, SocketAddr) {
+    let (child, [_, http]) = common::spawn_on_free_ports(
+        "rotel",
+        |[grpc, http]| {
+            let mut c = Command::new(rotel_binary());
+            c.arg("start")
+                .args(["--otlp-grpc-endpoint", &format!("127.0.0.1:{grpc}")])
+                .args(["--otlp-http-endpoint", &format!("127.0.0.1:{http}")])
+                .args(["--exporter", "otlp"])
+                .args(["--otlp-exporter-protocol", "grpc"])
+                .args(["--otlp-exporter-endpoint", &format!("http://{downstream}")])
+                .args(["--batch-timeout", "50ms"])
+                .arg("--pid-file")
+                .arg(scratch.join(format!("rotel-{http}.pid")))
+                .arg("--log-file")
+                .arg(scratch.join(format!("rotel-{http}.log")))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            c
+        },
+        |[_, http]| std::net::TcpStream::connect(("127.0.0.1", http)).is_ok(),
+    );
+    (Rotel(child), SocketAddr::from(([127, 0, 0, 1], http)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_rotel_every_span_arrives_unchanged() {
     let downstream = TestServer::start().await;
     let scratch = tempfile::tempdir().unwrap();
-    let (_rotel, rotel_http) = start_rotel(downstream.grpc, scratch.path()).await;
+    let (_rotel, rotel_http) =
+        tokio::task::block_in_place(|| start_rotel(downstream.grpc, scratch.path()));
 
     // aotel → rotel over OTLP/HTTP, rotel → aotel over OTLP/gRPC.
     let dir = tempfile::tempdir().unwrap();

@@ -306,41 +306,61 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// Starts `aotel` with `args` (and `RUST_LOG=warn`) once its API port answers. If it exits first
-/// (another process took one of the free ports in between), it tries new ports.
+/// Starts `aotel` with `args` (and `RUST_LOG=warn`) on free ports, once its API answers `/readyz`.
 pub fn spawn_aotel(args: &[&std::ffi::OsStr]) -> AotelProcess {
+    let (child, [grpc, http, api]) = spawn_on_free_ports(
+        "aotel",
+        |[grpc, http, api]| {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_aotel"));
+            c.args(["--grpc", &format!("127.0.0.1:{grpc}")])
+                .args(["--http", &format!("127.0.0.1:{http}")])
+                .args(["--api", &format!("127.0.0.1:{api}")])
+                .args(args)
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::inherit());
+            c
+        },
+        |[_, _, api]| answers_ready(api),
+    );
+    AotelProcess {
+        child,
+        grpc,
+        http,
+        api,
+    }
+}
+
+/// Starts the child that `command` makes for `N` free loopback ports, once `ready` says it serves on
+/// them and it is still running a moment later. The child binds the ports itself, so another process
+/// can take one after it was picked here: then the child exits (perhaps just after that other process
+/// answered for it), and it is started again on new ports.
+pub fn spawn_on_free_ports<const N: usize>(
+    what: &str,
+    command: impl Fn([u16; N]) -> Command,
+    ready: impl Fn([u16; N]) -> bool,
+) -> (std::process::Child, [u16; N]) {
     for _ in 0..5 {
-        let (grpc, http, api) = (free_port(), free_port(), free_port());
-        let mut child = Command::new(env!("CARGO_BIN_EXE_aotel"))
-            .args(["--grpc", &format!("127.0.0.1:{grpc}")])
-            .args(["--http", &format!("127.0.0.1:{http}")])
-            .args(["--api", &format!("127.0.0.1:{api}")])
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::inherit())
+        let ports = std::array::from_fn(|_| free_port());
+        let mut child = command(ports)
             .spawn()
-            .expect("spawn aotel");
+            .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if answers_ready(api) {
-                return AotelProcess {
-                    child,
-                    grpc,
-                    http,
-                    api,
-                };
-            }
-            if child.try_wait().expect("try_wait").is_some() || std::time::Instant::now() > deadline
-            {
-                let _ = child.kill();
-                let _ = child.wait();
+        while child.try_wait().expect("try_wait").is_none() && std::time::Instant::now() < deadline
+        {
+            if ready(ports) {
+                std::thread::sleep(Duration::from_millis(200));
+                if child.try_wait().expect("try_wait").is_none() {
+                    return (child, ports);
+                }
                 break;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        let _ = child.kill();
+        let _ = child.wait();
     }
-    panic!("aotel did not start listening");
+    panic!("{what} did not start listening");
 }
 
 /// Whether `GET /readyz` on `port` answers 200. The listening sockets exist before the store is open

@@ -420,8 +420,8 @@ pub async fn wait_caught_up(api: SocketAddr, limit: Duration) -> serde_json::Val
     .await
 }
 
-/// A free loopback port, bound and released: only for a process that binds it itself (rotel), which
-/// must then retry on new ports if another test took this one in between.
+/// A free loopback port, bound and released (the forwarding benchmark's aotel processes bind it
+/// themselves; tests start such processes through `common::spawn_on_free_ports`, which retries).
 pub fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
