@@ -205,7 +205,7 @@ async fn a_schema_10_database_gets_service_and_time_entries_at_startup() {
              CREATE INDEX spans_by_service ON spans(service, start_ns);
              CREATE INDEX spans_by_start ON spans(start_ns);
              CREATE INDEX session_traces_by_trace ON session_traces(trace_id);
-             DROP INDEX spans_by_id;
+             DROP TABLE trace_runs;
              ALTER TABLE spans DROP COLUMN tn;
              DROP TABLE traces;
              CREATE UNIQUE INDEX spans_by_id ON spans(trace_id, span_id);

@@ -62,7 +62,7 @@ async fn export(server: &TestServer, spans: Vec<Span>) {
 }
 
 async fn session(server: &TestServer) -> Value {
-    server.get_json("/api/sessions/dur").await["session"].clone()
+    session_of(server, "dur").await
 }
 
 #[tokio::test]
@@ -117,6 +117,169 @@ async fn restart_keeps_everything_and_duplicates_keep_one_copy() {
     assert_eq!(failed[0]["span_id"], "01".repeat(8));
     server.stop().await;
     drop(dir);
+}
+
+/// Spans are found through the seq ranges each commit gave their trace (`trace_runs`): two traces
+/// interleaved in one request and continued in a later one, which also replaces a span of the first
+/// and repeats another unchanged, read back whole, once each, and summarised over all their spans.
+#[tokio::test]
+async fn interleaved_traces_continued_later_read_back_whole() {
+    let server = TestServer::start().await;
+    let span = |trace: u8, id: u8, parent: Option<u8>, failed: bool| Span {
+        trace_id: vec![trace; 16],
+        span_id: vec![id; 8],
+        parent_span_id: parent.map(|p| vec![p; 8]).unwrap_or_default(),
+        name: format!("op {id}"),
+        start_time_unix_nano: 1_700_000_000_000_000_000 + id as u64 * 1_000,
+        end_time_unix_nano: 1_700_000_001_000_000_000 + id as u64 * 1_000,
+        attributes: vec![kv_str("gen_ai.conversation.id", "runs")],
+        status: failed.then(|| Status {
+            code: status::StatusCode::Error as i32,
+            message: "boom".into(),
+        }),
+        ..Default::default()
+    };
+    let send = |spans: Vec<Span>| {
+        let resource = aotel::model::Resource {
+            attributes: vec![kv_str("service.name", "runs-svc")],
+            ..Default::default()
+        };
+        let body = common::traces_request(Some(resource), spans).encode_to_vec();
+        let url = server.otlp_http("/v1/traces");
+        async move {
+            let resp = reqwest::Client::new()
+                .post(url)
+                .header("content-type", "application/x-protobuf")
+                .body(body)
+                .send()
+                .await
+                .expect("POST");
+            assert!(resp.status().is_success(), "{}", resp.status());
+        }
+    };
+    let (a, b) = (0xa1, 0xb1);
+    send(vec![
+        span(a, 1, None, false),
+        span(b, 2, None, false),
+        span(a, 3, Some(1), false),
+        span(b, 4, Some(2), false),
+    ])
+    .await;
+    // Span 5's parent never arrives (an orphan); span 3 fails now; span 4 is the same again.
+    send(vec![
+        span(a, 5, Some(9), false),
+        span(a, 3, Some(1), true),
+        span(b, 4, Some(2), false),
+    ])
+    .await;
+
+    let ids = |v: &Value| -> Vec<String> {
+        let mut ids: Vec<String> = v["data"][0]["spans"]
+            .as_array()
+            .map(|s| {
+                s.iter()
+                    .filter_map(|s| s["spanID"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        ids.sort();
+        ids
+    };
+    let trace_a = server
+        .get_json(&format!("/api/traces/{}", "a1".repeat(16)))
+        .await;
+    assert_eq!(
+        ids(&trace_a),
+        ["01", "03", "05"].map(|i| i.repeat(8)),
+        "{trace_a}"
+    );
+    let failed: Vec<&Value> = (trace_a["data"][0]["spans"].as_array().into_iter().flatten())
+        .filter(|s| {
+            s["tags"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|t| t["key"] == "error")
+        })
+        .collect();
+    assert_eq!(failed.len(), 1, "{trace_a}");
+    assert_eq!(failed[0]["spanID"], "03".repeat(8), "the later copy wins");
+    let trace_b = server
+        .get_json(&format!("/api/traces/{}", "b1".repeat(16)))
+        .await;
+    assert_eq!(
+        ids(&trace_b),
+        ["02", "04"].map(|i| i.repeat(8)),
+        "{trace_b}"
+    );
+
+    let window =
+        "query.start_time_min=2023-11-14T22:00:00Z&query.start_time_max=2023-11-14T23:00:00Z";
+    let v = server
+        .get_json(&format!(
+            "/api/v3/trace-summaries?query.service_name=runs-svc&{window}"
+        ))
+        .await;
+    let summary = |trace: &str| -> Value {
+        (v["result"]["summaries"].as_array().into_iter().flatten())
+            .find(|s| s["traceId"] == trace.repeat(16))
+            .cloned()
+            .unwrap_or_else(|| panic!("no summary of {trace}: {v}"))
+    };
+    let sa = summary("a1");
+    assert_eq!(
+        (
+            &sa["spanCount"],
+            &sa["errorSpanCount"],
+            &sa["orphanSpanCount"]
+        ),
+        (&Value::from(3), &Value::from(1), &Value::from(1)),
+        "{sa}"
+    );
+    assert_eq!(sa["rootOperationName"], "op 1");
+    assert_eq!(
+        sa["services"],
+        serde_json::json!([{ "name": "runs-svc", "spanCount": 3, "errorSpanCount": 1 }])
+    );
+    let sb = summary("b1");
+    assert_eq!(
+        (
+            &sb["spanCount"],
+            &sb["errorSpanCount"],
+            &sb["orphanSpanCount"]
+        ),
+        (&Value::from(2), &Value::from(0), &Value::from(0)),
+        "{sb}"
+    );
+    assert_eq!(session_of(&server, "runs").await["spans"], 5);
+
+    let (db, dir) = server.stop().await;
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).expect(sql) };
+    assert_eq!(count("SELECT COUNT(*) FROM spans"), 5);
+    assert_eq!(
+        count(
+            "SELECT COUNT(*) FROM spans s WHERE NOT EXISTS (SELECT 1 FROM trace_runs r
+                WHERE r.tn = s.tn AND s.seq BETWEEN r.first_seq AND r.last_seq)"
+        ),
+        0,
+        "every span is in a run of its trace"
+    );
+    assert_eq!(
+        count(
+            "SELECT COUNT(*) FROM trace_runs r JOIN spans s ON s.seq BETWEEN r.first_seq AND r.last_seq
+             WHERE s.tn != r.tn"
+        ),
+        0,
+        "no run covers a span of another trace"
+    );
+    // The first request: a run per span (interleaved); the second: one for trace A's two spans.
+    assert_eq!(count("SELECT COUNT(*) FROM trace_runs"), 5);
+    drop(dir);
+}
+
+async fn session_of(server: &TestServer, key: &str) -> Value {
+    server.get_json(&format!("/api/sessions/{key}")).await["session"].clone()
 }
 
 #[tokio::test]
@@ -202,6 +365,18 @@ async fn a_version_1_database_is_migrated_and_keeps_its_data() {
         schema::MIGRATIONS.len()
     );
     let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).expect(sql) };
+    // Version 17 gave the span stored before it a run of its trace, and later spans got theirs.
+    assert_eq!(
+        count(
+            "SELECT COUNT(*) FROM spans s WHERE NOT EXISTS (SELECT 1 FROM trace_runs r
+                WHERE r.tn = s.tn AND s.seq BETWEEN r.first_seq AND r.last_seq)"
+        ),
+        0
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM trace_runs WHERE first_seq = 7 AND last_seq = 7"),
+        1
+    );
     // Version 16 kept both of the session's traces, the one known only from a log record too.
     assert_eq!(
         count(

@@ -646,43 +646,54 @@ pub struct Summary {
 
 pub fn summary(c: &Connection, trace_id: &[u8]) -> rusqlite::Result<Summary> {
     let mut s = Summary::default();
-    // Looked up once for the five queries below.
+    // Looked up once, for the pass below.
     let Some(tn) = crate::store::trace_number(c, trace_id)? else {
         return Ok(s);
     };
-    let (lo, hi, count): (Option<i64>, Option<i64>, i64) = c
-        .prepare_cached("SELECT MIN(start_ns), MAX(end_ns), COUNT(*) FROM spans WHERE tn = ?1")?
-        .query_row([tn], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-    s.start_ns = lo.unwrap_or(0);
-    s.end_ns = hi.unwrap_or(0).max(s.start_ns);
-    s.spans = count;
-    if let Some((service, name)) = c
-        .prepare_cached(
-            "SELECT service, name FROM spans WHERE tn = ?1 AND parent_span_id IS NULL
-             ORDER BY start_ns, seq LIMIT 1",
-        )?
-        .query_row([tn], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-        })
-        .optional()?
-    {
+    // One pass over the trace's spans (found through its runs; there is no index by span id).
+    let mut stmt = c.prepare_cached(concat!(
+        "SELECT start_ns, end_ns, seq, parent_span_id, span_id, status, service, name FROM spans WHERE ",
+        crate::store::tn_spans!()
+    ))?;
+    let mut rows = stmt.query([tn])?;
+    let mut root: Option<(i64, i64, String, String)> = None;
+    let mut services: std::collections::BTreeMap<String, (i64, i64)> = Default::default();
+    let mut ids: HashSet<Vec<u8>> = HashSet::new();
+    let mut parents: Vec<Vec<u8>> = Vec::new();
+    let (mut lo, mut hi) = (i64::MAX, i64::MIN);
+    while let Some(r) = rows.next()? {
+        let (start, end, seq): (i64, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+        lo = lo.min(start);
+        hi = hi.max(end);
+        s.spans += 1;
+        let service: String = r.get(6)?;
+        match r.get::<_, Option<Vec<u8>>>(3)? {
+            Some(parent) => parents.push(parent),
+            None => {
+                if root
+                    .as_ref()
+                    .is_none_or(|(t, q, ..)| (start, seq) < (*t, *q))
+                {
+                    root = Some((start, seq, service.clone(), r.get(7)?));
+                }
+            }
+        }
+        ids.insert(r.get(4)?);
+        let counts = services.entry(service).or_default();
+        counts.0 += 1;
+        counts.1 += i64::from(r.get::<_, i32>(5)? == 2);
+    }
+    if s.spans > 0 {
+        s.start_ns = lo;
+        s.end_ns = hi.max(lo);
+    }
+    if let Some((_, _, service, name)) = root {
         s.root_service = Some(service);
         s.root_name = Some(name);
     }
-    s.services = c
-        .prepare_cached(
-            "SELECT service, COUNT(*), SUM(status = 2) FROM spans WHERE tn = ?1
-             GROUP BY service ORDER BY service",
-        )?
-        .query_map([tn], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+    s.services = services.into_iter().map(|(k, (n, e))| (k, n, e)).collect();
     s.errors = s.services.iter().map(|x| x.2).sum();
-    s.orphans = c
-        .prepare_cached(
-            "SELECT COUNT(*) FROM spans c WHERE c.tn = ?1 AND c.parent_span_id IS NOT NULL
-             AND NOT EXISTS (SELECT 1 FROM spans p WHERE p.tn = ?1 AND p.span_id = c.parent_span_id)",
-        )?
-        .query_row([tn], |r| r.get(0))?;
+    s.orphans = parents.iter().filter(|p| !ids.contains(*p)).count() as i64;
     Ok(s)
 }
 
@@ -733,16 +744,37 @@ pub fn dependencies(
     hi: i64,
 ) -> rusqlite::Result<Vec<(String, String, i64)>> {
     let seqs = newest_seqs(c, lo, hi, MAX_INSPECTED)?;
-    c.prepare_cached(
-        "SELECT p.service, k.service, COUNT(*) FROM
-            (SELECT tn, parent_span_id, service FROM spans
-             WHERE seq IN (SELECT value FROM json_each(?1)) AND parent_span_id IS NOT NULL) k
-         JOIN spans p ON p.tn = k.tn AND p.span_id = k.parent_span_id
-         WHERE p.service != k.service
-         GROUP BY p.service, k.service ORDER BY p.service, k.service",
-    )?
-    .query_map([seq_list(&seqs)], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-    .collect()
+    // (trace number, parent span id, service) of each child, by trace; then each trace's span ids
+    // read once (through its runs) to name the parents' services.
+    let mut children: HashMap<i64, Vec<(Vec<u8>, String)>> = HashMap::new();
+    let mut stmt = c.prepare_cached(
+        "SELECT tn, parent_span_id, service FROM spans
+         WHERE seq IN (SELECT value FROM json_each(?1)) AND parent_span_id IS NOT NULL",
+    )?;
+    let mut rows = stmt.query([seq_list(&seqs)])?;
+    while let Some(r) = rows.next()? {
+        children
+            .entry(r.get(0)?)
+            .or_default()
+            .push((r.get(1)?, r.get(2)?));
+    }
+    let mut spans = c.prepare_cached(concat!(
+        "SELECT span_id, service FROM spans WHERE ",
+        crate::store::tn_spans!()
+    ))?;
+    let mut pairs: std::collections::BTreeMap<(String, String), i64> = Default::default();
+    for (tn, kids) in children {
+        let service_of: HashMap<Vec<u8>, String> = spans
+            .query_map([tn], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        for (parent, service) in kids {
+            match service_of.get(&parent) {
+                Some(p) if *p != service => *pairs.entry((p.clone(), service)).or_default() += 1,
+                _ => {}
+            }
+        }
+    }
+    Ok(pairs.into_iter().map(|((p, k), n)| (p, k, n)).collect())
 }
 
 /// The newest spans of a time range, decoded: where tag names and values are read from.

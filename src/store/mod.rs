@@ -11,28 +11,56 @@ mod writer;
 
 pub(crate) use read::{spans_of_trace, spans_where, trace_number};
 
-/// SQL for "the spans of session `?1`" (a literal, for `concat!`). Spans have no session index, which
-/// cost every span an insert: a session's traces (`session_traces`, one row per trace, by the session's
-/// number and the trace's) lead to its spans through the spans' (tn, span_id) index.
-macro_rules! session_spans {
-    () => {
-        "tn IN (SELECT tn FROM session_traces WHERE session = (SELECT num FROM sessions WHERE key = ?1))
-            AND session = ?1"
+/// SQL for "the spans of the traces numbered by `$tns`" (a literal subquery or `?N`, for
+/// `concat!`). Spans have no index by trace: each commit notes the seq ranges it gave each trace's
+/// spans in `trace_runs` (schema version 17), one row per trace per commit where an index entry per
+/// span cost the writer a fifth of its work. A replaced copy leaves its old range for a new one, so a
+/// range is checked against each row's `tn`.
+macro_rules! runs_spans {
+    ($tns:literal) => {
+        concat!(
+            "seq IN (SELECT s.seq FROM trace_runs r JOIN spans s
+                ON s.seq BETWEEN r.first_seq AND r.last_seq AND s.tn = r.tn
+              WHERE r.tn IN ",
+            $tns,
+            ")"
+        )
     };
 }
 
-/// SQL for "the spans of trace id `?1`" (a literal, for `concat!`): spans are indexed by their
-/// trace's number (schema version 15), which `traces` gives; a trace it does not know has none.
+/// SQL for "the spans of session `?1`" (a literal, for `concat!`). Spans have no session index, which
+/// cost every span an insert: a session's traces (`session_traces`, one row per trace, by the session's
+/// number and the trace's) lead to its spans through the traces' runs.
+macro_rules! session_spans {
+    () => {
+        concat!(
+            $crate::store::runs_spans!(
+                "(SELECT tn FROM session_traces WHERE session = (SELECT num FROM sessions WHERE key = ?1))"
+            ),
+            " AND session = ?1"
+        )
+    };
+}
+
+/// SQL for "the spans of trace id `?1`" (a literal, for `concat!`): spans are found by their trace's
+/// number (schema version 15), which `traces` gives; a trace it does not know has none.
 macro_rules! trace_spans {
     () => {
-        "tn = (SELECT tn FROM traces WHERE trace_id = ?1)"
+        $crate::store::runs_spans!("(SELECT tn FROM traces WHERE trace_id = ?1)")
+    };
+}
+
+/// SQL for "the spans of trace number `?1`" (a literal, for `concat!`).
+macro_rules! tn_spans {
+    () => {
+        $crate::store::runs_spans!("(?1)")
     };
 }
 pub use prepare::InPlace;
 pub use read::{to_resource_logs, to_resource_spans, Reader, SessionFilter, StoredLog, StoredSpan};
 pub use session::SessionRow;
 pub use writer::{FileOffset, Receipt, Reservation, Writer};
-pub(crate) use {session_spans, trace_spans};
+pub(crate) use {runs_spans, session_spans, tn_spans, trace_spans};
 
 use crate::model::attrs::Lookup;
 use crate::model::facts::{LogFacts, SpanFacts};

@@ -154,7 +154,7 @@ pub fn step(
         report.unforwarded_spans_dropped += unforwarded as u64;
         // Whole traces: everything in the session's traces goes, whichever session key a span had;
         // every span of the session is in one of them (the writer notes each span's trace).
-        // By number: spans and `traces` are keyed by it; logs name the trace id.
+        // By number: spans (through their runs) and `traces` are found by it; logs name the trace id.
         let traces: Vec<(i64, Vec<u8>)> = tx
             .prepare_cached(
                 "SELECT t.tn, t.trace_id FROM session_traces st JOIN traces t ON t.tn = st.tn
@@ -163,10 +163,12 @@ pub fn step(
             .query_map([num], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?;
         for (tn, trace_id) in &traces {
-            index_entries(&tx, "tn = ?1", tn, &mut unindexed)?;
+            index_entries(&tx, super::tn_spans!(), tn, &mut unindexed)?;
             report.spans += tx
-                .prepare_cached("DELETE FROM spans WHERE tn = ?1")?
+                .prepare_cached(concat!("DELETE FROM spans WHERE ", super::tn_spans!()))?
                 .execute([tn])? as u64;
+            tx.prepare_cached("DELETE FROM trace_runs WHERE tn = ?1")?
+                .execute([tn])?;
             tx.prepare_cached("DELETE FROM traces WHERE tn = ?1")?
                 .execute([tn])?;
             report.logs += tx

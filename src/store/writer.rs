@@ -454,7 +454,31 @@ struct Pending {
     replaced: Vec<i64>,
     /// The numbers (`traces.tn`) of the traces this transaction wrote spans or logs of.
     trace_numbers: HashMap<Vec<u8>, i64>,
+    /// Where each span of the traces this transaction wrote spans of is (its seq): those stored before
+    /// (read once per transaction, see `span_ids_of`) and those it wrote. A copy is recognised here.
+    span_ids: HashMap<(i64, [u8; 8]), i64>,
+    /// Traces numbered before this transaction whose stored span ids are in `span_ids`.
+    loaded: HashSet<i64>,
+    /// Trace numbers from here on were given by this transaction: their traces have no stored spans.
+    new_traces_from: i64,
+    /// The seq ranges this transaction gave each trace's spans, `(tn, first_seq, last_seq)`, for
+    /// `trace_runs`; `last_run` says which of them a trace's next span may extend.
+    runs: Vec<(i64, i64, i64)>,
+    last_run: HashMap<i64, usize>,
     next: Numbers,
+}
+
+impl Pending {
+    /// Notes that trace `tn`'s span went to `seq`.
+    fn note_run(&mut self, tn: i64, seq: i64) {
+        match self.last_run.get(&tn) {
+            Some(&i) if self.runs[i].2 + 1 == seq => self.runs[i].2 = seq,
+            _ => {
+                self.last_run.insert(tn, self.runs.len());
+                self.runs.push((tn, seq, seq));
+            }
+        }
+    }
 }
 
 impl WriterState {
@@ -665,6 +689,7 @@ impl WriterState {
         let started = std::time::Instant::now();
         let mut pending = Pending {
             dims: std::mem::take(&mut self.dims),
+            new_traces_from: self.next.trace,
             next: self.next,
             ..Pending::default()
         };
@@ -705,6 +730,7 @@ impl WriterState {
             receipts.push(receipt);
         }
         drop(insert_span);
+        write_runs(&tx, &mut pending.runs)?;
         let next = pending.next;
         let sessions = write_sessions(&tx, &mut pending, next.span_seq - 1, self.session_idle_ns)?;
         pending.stats.flush(&tx)?;
@@ -856,8 +882,7 @@ const INSERT_SPAN: &str = "INSERT INTO spans(seq, trace_id, span_id, parent_span
         start_ns, end_ns, status, service, operation, tool, agent, model, flags, input_tokens, output_tokens,
         cache_read_tokens, cache_creation_tokens, cost_usd, resource_id, scope_id, body, tn)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21,
-        ?22, ?23, ?24, ?25)
-     ON CONFLICT(tn, span_id) DO NOTHING";
+        ?22, ?23, ?24, ?25)";
 
 /// Where a span goes: its seq, and the ids of its trace's number, resource and scope.
 #[derive(Clone, Copy)]
@@ -957,42 +982,51 @@ fn store_span<'a>(
 ) -> Result<bool, StoreError> {
     let f = &span.facts;
     let seq = pending.next.span_seq;
+    let tn = trace_number(tx, pending, &span.trace_id)?;
     let at = Place {
         seq,
-        tn: trace_number(tx, pending, &span.trace_id)?,
+        tn,
         resource_id,
         scope_id,
     };
-    let inserted = insert.execute(span_row(span, at))?;
+    let old = match span_ids_of(tx, pending, tn)?.get(&(tn, span.span_id)) {
+        Some(&old_seq) => previous_copy(tx, span, at, old_seq)?,
+        None => None,
+    };
     let mut replaced: Option<SpanFacts> = None;
-    if inserted == 0 {
-        let Some(old) = previous_copy(tx, span, at)? else {
-            return Ok(false);
-        };
-        if old.same {
-            return Ok(false);
+    match old {
+        None => {
+            insert.execute(span_row(span, at))?;
         }
-        let mut gone: Vec<_> = (old.attr_hashes.iter())
-            .map(|h| (*h, old.start_ns as i64, old.seq))
-            .collect();
-        super::index::unindex(tx, &mut gone)?;
-        pending.backlog.forget(old.seq);
-        pending.replaced.push(old.seq);
-        // The later copy wins; its seq moves forward so forwarders send the new version too.
-        tx.prepare_cached(
-            "UPDATE spans SET seq = ?1, parent_span_id = ?4, session = ?5, name = ?6, kind = ?7,
-                start_ns = ?8, end_ns = ?9, status = ?10, service = ?11, operation = ?12, tool = ?13,
-                agent = ?14, model = ?15, flags = ?16, input_tokens = ?17, output_tokens = ?18,
-                cache_read_tokens = ?19, cache_creation_tokens = ?20, cost_usd = ?21, resource_id = ?22,
-                scope_id = ?23, body = ?24
-             WHERE tn = ?25 AND span_id = ?3",
-        )?
-        .execute(rusqlite::params_from_iter(span_row(span, at).iter()))?;
-        session_mut(tx, pending, &old.facts.session, &old.facts.service)?
-            .counters
-            .apply_span(&old.facts, old.end_ns, -1);
-        replaced = Some(old.facts);
+        Some(old) if old.same => return Ok(false),
+        Some(old) => {
+            let mut gone: Vec<_> = (old.attr_hashes.iter())
+                .map(|h| (*h, old.start_ns as i64, old.seq))
+                .collect();
+            super::index::unindex(tx, &mut gone)?;
+            pending.backlog.forget(old.seq);
+            pending.replaced.push(old.seq);
+            // The later copy wins; its seq moves forward so forwarders send the new version too.
+            let row = span_row(span, at);
+            tx.prepare_cached(
+                "UPDATE spans SET seq = ?1, parent_span_id = ?4, session = ?5, name = ?6, kind = ?7,
+                    start_ns = ?8, end_ns = ?9, status = ?10, service = ?11, operation = ?12, tool = ?13,
+                    agent = ?14, model = ?15, flags = ?16, input_tokens = ?17, output_tokens = ?18,
+                    cache_read_tokens = ?19, cache_creation_tokens = ?20, cost_usd = ?21, resource_id = ?22,
+                    scope_id = ?23, body = ?24
+                 WHERE seq = ?26",
+            )?
+            .execute(rusqlite::params_from_iter(
+                row.iter().chain([&ToSqlOutput::Owned(Value::Integer(old.seq))]),
+            ))?;
+            session_mut(tx, pending, &old.facts.session, &old.facts.service)?
+                .counters
+                .apply_span(&old.facts, old.end_ns, -1);
+            replaced = Some(old.facts);
+        }
     }
+    pending.span_ids.insert((tn, span.span_id), seq);
+    pending.note_run(tn, seq);
     pending
         .backlog
         .push(seq, span.start_ns, &span.attr_hashes, span.session_hash);
@@ -1048,20 +1082,21 @@ struct OldCopy {
     attr_hashes: Vec<i64>,
 }
 
-/// The stored copy of `span`, if any.
+/// The stored copy of `span`, at `old_seq`.
 fn previous_copy(
     tx: &Transaction,
     span: &PreparedSpan,
     at: Place,
+    old_seq: i64,
 ) -> rusqlite::Result<Option<OldCopy>> {
     let body = &span.body[..];
     tx.prepare_cached(
         "SELECT body, resource_id, scope_id, session, service, operation, tool, agent, model, flags, status,
             parent_span_id IS NULL, end_ns, input_tokens, output_tokens, cache_read_tokens,
             cache_creation_tokens, cost_usd, name, seq, start_ns
-         FROM spans WHERE tn = ?1 AND span_id = ?2",
+         FROM spans WHERE seq = ?1 AND tn = ?2 AND span_id = ?3",
     )?
-    .query_row(params![at.tn, span.span_id], |r| {
+    .query_row(params![old_seq, at.tn, span.span_id], |r| {
         let old_body = r.get_ref(0)?.as_blob()?;
         let same = old_body == body
             && r.get::<_, i64>(1)? == at.resource_id
@@ -1213,6 +1248,38 @@ fn trace_number(tx: &Transaction, pending: &mut Pending, trace_id: &[u8]) -> rus
     };
     pending.trace_numbers.insert(trace_id.to_vec(), tn);
     Ok(tn)
+}
+
+/// `pending.span_ids`, with the span ids trace `tn` had before this transaction in it.
+fn span_ids_of<'p>(
+    tx: &Transaction,
+    pending: &'p mut Pending,
+    tn: i64,
+) -> rusqlite::Result<&'p HashMap<(i64, [u8; 8]), i64>> {
+    if tn < pending.new_traces_from && pending.loaded.insert(tn) {
+        let mut stmt = tx.prepare_cached(concat!(
+            "SELECT span_id, seq FROM spans WHERE ",
+            super::tn_spans!()
+        ))?;
+        let mut rows = stmt.query([tn])?;
+        while let Some(r) = rows.next()? {
+            if let Ok(id) = <[u8; 8]>::try_from(r.get_ref(0)?.as_blob()?) {
+                pending.span_ids.insert((tn, id), r.get(1)?);
+            }
+        }
+    }
+    Ok(&pending.span_ids)
+}
+
+/// Notes this transaction's runs in `trace_runs`, in key order.
+fn write_runs(tx: &Transaction, runs: &mut [(i64, i64, i64)]) -> rusqlite::Result<()> {
+    runs.sort_unstable();
+    let mut stmt =
+        tx.prepare_cached("INSERT INTO trace_runs(tn, first_seq, last_seq) VALUES (?1, ?2, ?3)")?;
+    for (tn, first, last) in runs.iter() {
+        stmt.execute(params![tn, first, last])?;
+    }
+    Ok(())
 }
 
 fn session_mut<'p>(
