@@ -51,10 +51,18 @@ fn body(spans: Vec<Span>) -> Vec<u8> {
 }
 
 async fn export(server: &TestServer, spans: Vec<Span>) {
+    export_from(server, None, spans).await
+}
+
+async fn export_from(
+    server: &TestServer,
+    resource: Option<aotel::model::Resource>,
+    spans: Vec<Span>,
+) {
     let resp = reqwest::Client::new()
         .post(server.otlp_http("/v1/traces"))
         .header("content-type", "application/x-protobuf")
-        .body(body(spans))
+        .body(common::traces_request(resource, spans).encode_to_vec())
         .send()
         .await
         .expect("POST");
@@ -139,38 +147,34 @@ async fn interleaved_traces_continued_later_read_back_whole() {
         }),
         ..Default::default()
     };
-    let send = |spans: Vec<Span>| {
-        let resource = aotel::model::Resource {
+    let resource = || {
+        Some(aotel::model::Resource {
             attributes: vec![kv_str("service.name", "runs-svc")],
             ..Default::default()
-        };
-        let body = common::traces_request(Some(resource), spans).encode_to_vec();
-        let url = server.otlp_http("/v1/traces");
-        async move {
-            let resp = reqwest::Client::new()
-                .post(url)
-                .header("content-type", "application/x-protobuf")
-                .body(body)
-                .send()
-                .await
-                .expect("POST");
-            assert!(resp.status().is_success(), "{}", resp.status());
-        }
+        })
     };
     let (a, b) = (0xa1, 0xb1);
-    send(vec![
-        span(a, 1, None, false),
-        span(b, 2, None, false),
-        span(a, 3, Some(1), false),
-        span(b, 4, Some(2), false),
-    ])
+    export_from(
+        &server,
+        resource(),
+        vec![
+            span(a, 1, None, false),
+            span(b, 2, None, false),
+            span(a, 3, Some(1), false),
+            span(b, 4, Some(2), false),
+        ],
+    )
     .await;
     // Span 5's parent never arrives (an orphan); span 3 fails now; span 4 is the same again.
-    send(vec![
-        span(a, 5, Some(9), false),
-        span(a, 3, Some(1), true),
-        span(b, 4, Some(2), false),
-    ])
+    export_from(
+        &server,
+        resource(),
+        vec![
+            span(a, 5, Some(9), false),
+            span(a, 3, Some(1), true),
+            span(b, 4, Some(2), false),
+        ],
+    )
     .await;
 
     let ids = |v: &Value| -> Vec<String> {
@@ -226,31 +230,19 @@ async fn interleaved_traces_continued_later_read_back_whole() {
             .cloned()
             .unwrap_or_else(|| panic!("no summary of {trace}: {v}"))
     };
+    // Spans, error spans, orphans (span 5's parent never arrived).
+    let counts = |s: &Value| {
+        ["spanCount", "errorSpanCount", "orphanSpanCount"].map(|k| s[k].as_i64().unwrap_or(-1))
+    };
     let sa = summary("a1");
-    assert_eq!(
-        (
-            &sa["spanCount"],
-            &sa["errorSpanCount"],
-            &sa["orphanSpanCount"]
-        ),
-        (&Value::from(3), &Value::from(1), &Value::from(1)),
-        "{sa}"
-    );
+    assert_eq!(counts(&sa), [3, 1, 1], "{sa}");
     assert_eq!(sa["rootOperationName"], "op 1");
     assert_eq!(
         sa["services"],
         serde_json::json!([{ "name": "runs-svc", "spanCount": 3, "errorSpanCount": 1 }])
     );
     let sb = summary("b1");
-    assert_eq!(
-        (
-            &sb["spanCount"],
-            &sb["errorSpanCount"],
-            &sb["orphanSpanCount"]
-        ),
-        (&Value::from(2), &Value::from(0), &Value::from(0)),
-        "{sb}"
-    );
+    assert_eq!(counts(&sb), [2, 0, 0], "{sb}");
     assert_eq!(session_of(&server, "runs").await["spans"], 5);
 
     let (db, dir) = server.stop().await;
