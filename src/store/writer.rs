@@ -414,6 +414,7 @@ struct WriterState {
     operations: Operations,
     /// Attribute index rows of committed spans, not written yet.
     backlog: Backlog,
+    known: KnownSpans,
     /// Waits with a timeout for the next message while the backlog ages.
     timer: tokio::runtime::Runtime,
     /// See `Counters::status`.
@@ -454,11 +455,9 @@ struct Pending {
     replaced: Vec<i64>,
     /// The numbers (`traces.tn`) of the traces this transaction wrote spans or logs of.
     trace_numbers: HashMap<Vec<u8>, i64>,
-    /// Where each span of the traces this transaction wrote spans of is (its seq): those stored before
-    /// (read once per transaction, see `span_ids_of`) and those it wrote. A copy is recognised here.
-    span_ids: HashMap<(i64, [u8; 8]), i64>,
-    /// Traces numbered before this transaction whose stored span ids are in `span_ids`.
-    loaded: HashSet<i64>,
+    /// Lent by the writer state for the transaction (dropped if it rolls back, as it then holds ids
+    /// that were never stored).
+    known: KnownSpans,
     /// Trace numbers from here on were given by this transaction: their traces have no stored spans.
     new_traces_from: i64,
     /// The seq ranges this transaction gave each trace's spans, `(tn, first_seq, last_seq)`, for
@@ -466,6 +465,95 @@ struct Pending {
     runs: Vec<(i64, i64, i64)>,
     last_run: HashMap<i64, usize>,
     next: Numbers,
+}
+
+/// Where the spans of recently written traces are: span id to seq, for the writer to recognise a copy
+/// (the spans table has no index by span id). A trace stored before is read once, through its runs,
+/// when a transaction first writes to it; its ids are then kept from one commit to the next, so that
+/// a trace written to by many commits is not read again by each. Bounded: past `KNOWN_SPANS_MAX` ids,
+/// the traces used longest ago are dropped, and read again if they come back.
+#[derive(Default)]
+struct KnownSpans {
+    traces: HashMap<i64, KnownTrace>,
+    /// Ids held, over all traces.
+    entries: usize,
+    /// Counts commits; `KnownTrace::used` is the last one that used a trace.
+    commit: u64,
+}
+
+struct KnownTrace {
+    used: u64,
+    ids: HashMap<[u8; 8], i64>,
+}
+
+/// ~20 bytes each: a few MiB (beyond it, only the traces of the last commit are kept).
+const KNOWN_SPANS_MAX: usize = 1 << 18;
+
+impl KnownSpans {
+    /// The ids of trace `tn`, read from the store first unless known already or `new` (numbered by
+    /// this transaction, so nothing of it is stored).
+    fn trace(
+        &mut self,
+        tx: &Transaction,
+        tn: i64,
+        new: bool,
+    ) -> rusqlite::Result<&HashMap<[u8; 8], i64>> {
+        let trace = match self.traces.entry(tn) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(v) => {
+                let mut ids = HashMap::new();
+                if !new {
+                    let mut stmt = tx.prepare_cached(concat!(
+                        "SELECT span_id, seq FROM spans WHERE ",
+                        super::tn_spans!()
+                    ))?;
+                    let mut rows = stmt.query([tn])?;
+                    while let Some(r) = rows.next()? {
+                        if let Ok(id) = <[u8; 8]>::try_from(r.get_ref(0)?.as_blob()?) {
+                            ids.insert(id, r.get(1)?);
+                        }
+                    }
+                    self.entries += ids.len();
+                }
+                v.insert(KnownTrace { used: 0, ids })
+            }
+        };
+        trace.used = self.commit;
+        Ok(&trace.ids)
+    }
+
+    /// Notes that span `id` of trace `tn` (looked up by `trace` before) is at `seq`.
+    fn insert(&mut self, tn: i64, id: [u8; 8], seq: i64) {
+        if let Some(t) = self.traces.get_mut(&tn) {
+            if t.ids.insert(id, seq).is_none() {
+                self.entries += 1;
+            }
+        }
+    }
+
+    /// After a commit: past the bound, drops the traces used longest ago, down to half of it (so that
+    /// this sorting is rare). The traces this commit used stay, however large: one that is written to
+    /// on and on is read once, not at every commit.
+    fn committed(&mut self) {
+        let this = self.commit;
+        self.commit += 1;
+        if self.entries <= KNOWN_SPANS_MAX {
+            return;
+        }
+        let mut by_use: Vec<(u64, i64)> = (self.traces.iter())
+            .filter(|(_, t)| t.used < this)
+            .map(|(tn, t)| (t.used, *tn))
+            .collect();
+        by_use.sort_unstable();
+        for (_, tn) in by_use {
+            if self.entries <= KNOWN_SPANS_MAX / 2 {
+                break;
+            }
+            if let Some(t) = self.traces.remove(&tn) {
+                self.entries -= t.ids.len();
+            }
+        }
+    }
 }
 
 impl Pending {
@@ -496,6 +584,7 @@ impl WriterState {
             scopes: HashMap::new(),
             operations: HashMap::new(),
             backlog: Backlog::default(),
+            known: KnownSpans::default(),
             timer: tokio::runtime::Builder::new_current_thread()
                 .enable_time()
                 .build()
@@ -689,6 +778,7 @@ impl WriterState {
         let started = std::time::Instant::now();
         let mut pending = Pending {
             dims: std::mem::take(&mut self.dims),
+            known: std::mem::take(&mut self.known),
             new_traces_from: self.next.trace,
             next: self.next,
             ..Pending::default()
@@ -751,6 +841,8 @@ impl WriterState {
             next.trace - 1
         ])?;
         tx.commit()?;
+        pending.known.committed();
+        self.known = std::mem::take(&mut pending.known);
         for seq in pending.replaced.drain(..) {
             self.backlog.forget(seq);
         }
@@ -989,7 +1081,8 @@ fn store_span<'a>(
         resource_id,
         scope_id,
     };
-    let old = match span_ids_of(tx, pending, tn)?.get(&(tn, span.span_id)) {
+    let new = tn >= pending.new_traces_from;
+    let old = match pending.known.trace(tx, tn, new)?.get(&span.span_id) {
         Some(&old_seq) => previous_copy(tx, span, at, old_seq)?,
         None => None,
     };
@@ -1025,7 +1118,7 @@ fn store_span<'a>(
             replaced = Some(old.facts);
         }
     }
-    pending.span_ids.insert((tn, span.span_id), seq);
+    pending.known.insert(tn, span.span_id, seq);
     pending.note_run(tn, seq);
     pending
         .backlog
@@ -1250,27 +1343,6 @@ fn trace_number(tx: &Transaction, pending: &mut Pending, trace_id: &[u8]) -> rus
     Ok(tn)
 }
 
-/// `pending.span_ids`, with the span ids trace `tn` had before this transaction in it.
-fn span_ids_of<'p>(
-    tx: &Transaction,
-    pending: &'p mut Pending,
-    tn: i64,
-) -> rusqlite::Result<&'p HashMap<(i64, [u8; 8]), i64>> {
-    if tn < pending.new_traces_from && pending.loaded.insert(tn) {
-        let mut stmt = tx.prepare_cached(concat!(
-            "SELECT span_id, seq FROM spans WHERE ",
-            super::tn_spans!()
-        ))?;
-        let mut rows = stmt.query([tn])?;
-        while let Some(r) = rows.next()? {
-            if let Ok(id) = <[u8; 8]>::try_from(r.get_ref(0)?.as_blob()?) {
-                pending.span_ids.insert((tn, id), r.get(1)?);
-            }
-        }
-    }
-    Ok(&pending.span_ids)
-}
-
 /// Notes this transaction's runs in `trace_runs`, in key order.
 fn write_runs(tx: &Transaction, runs: &mut [(i64, i64, i64)]) -> rusqlite::Result<()> {
     runs.sort_unstable();
@@ -1393,4 +1465,62 @@ fn write_sessions(
         ));
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_spans_keep_the_traces_used_last() {
+        let mut conn = Connection::open_in_memory().expect("db");
+        let tx = conn.transaction().expect("tx");
+        let mut known = KnownSpans::default();
+        let quarter = KNOWN_SPANS_MAX / 4;
+        let fill = |known: &mut KnownSpans, tn: i64| {
+            known.trace(&tx, tn, true).expect("new trace");
+            for i in 0..quarter {
+                known.insert(tn, (i as u64).to_be_bytes(), i as i64);
+            }
+            known.committed();
+        };
+        for tn in 0..4 {
+            fill(&mut known, tn);
+        }
+        assert_eq!(
+            known.entries, KNOWN_SPANS_MAX,
+            "at the bound, nothing is dropped"
+        );
+        // Trace 0 is used again, so traces 1 and 2 are the ones used longest ago.
+        assert_eq!(known.trace(&tx, 0, false).expect("known").len(), quarter);
+        known.committed();
+        fill(&mut known, 4);
+        let mut kept: Vec<i64> = known.traces.keys().copied().collect();
+        kept.sort_unstable();
+        assert_eq!(
+            kept,
+            [0, 4],
+            "dropped down to half the bound, oldest use first"
+        );
+        assert_eq!(known.entries, 2 * quarter);
+        // A span of a known trace is found where it was last noted.
+        known.insert(4, 7u64.to_be_bytes(), 99);
+        assert_eq!(
+            known
+                .trace(&tx, 4, false)
+                .expect("known")
+                .get(&7u64.to_be_bytes()),
+            Some(&99)
+        );
+        assert_eq!(known.entries, 2 * quarter);
+        known.committed();
+        // One trace larger than the bound stays known while commits use it.
+        known.trace(&tx, 5, true).expect("new trace");
+        for i in 0..KNOWN_SPANS_MAX as u64 + 1 {
+            known.insert(5, i.to_be_bytes(), i as i64);
+        }
+        known.committed();
+        assert_eq!(known.traces.keys().copied().collect::<Vec<_>>(), [5]);
+        assert_eq!(known.entries, KNOWN_SPANS_MAX + 1);
+    }
 }
