@@ -1320,8 +1320,8 @@ fn store_log(
     Ok(true)
 }
 
-/// The number of trace `trace_id` (`traces.tn`), given to it here if it is new. Numbers grow, so the
-/// spans' (tn, span_id) index grows at its end however random the trace ids are. They are given
+/// The number of trace `trace_id` (`traces.tn`), given to it here if it is new. Numbers grow, so
+/// `trace_runs` and `session_traces` grow at their end however random the trace ids are. They are given
 /// explicitly, not as SQLite's next rowid, which would give a deleted last trace's number again and
 /// let a `session_traces` row of the deleted trace point at the new one.
 fn trace_number(tx: &Transaction, pending: &mut Pending, trace_id: &[u8]) -> rusqlite::Result<i64> {
