@@ -250,10 +250,7 @@ async fn interleaved_traces_continued_later_read_back_whole() {
     let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).expect(sql) };
     assert_eq!(count("SELECT COUNT(*) FROM spans"), 5);
     assert_eq!(
-        count(
-            "SELECT COUNT(*) FROM spans s WHERE NOT EXISTS (SELECT 1 FROM trace_runs r
-                WHERE r.tn = s.tn AND s.seq BETWEEN r.first_seq AND r.last_seq)"
-        ),
+        count(SPANS_OUTSIDE_THEIR_RUNS),
         0,
         "every span is in a run of its trace"
     );
@@ -269,6 +266,10 @@ async fn interleaved_traces_continued_later_read_back_whole() {
     assert_eq!(count("SELECT COUNT(*) FROM trace_runs"), 5);
     drop(dir);
 }
+
+/// Counts the spans that no run of their own trace covers (`trace_runs`): none, in a sound store.
+const SPANS_OUTSIDE_THEIR_RUNS: &str = "SELECT COUNT(*) FROM spans s WHERE NOT EXISTS
+    (SELECT 1 FROM trace_runs r WHERE r.tn = s.tn AND s.seq BETWEEN r.first_seq AND r.last_seq)";
 
 async fn session_of(server: &TestServer, key: &str) -> Value {
     server.get_json(&format!("/api/sessions/{key}")).await["session"].clone()
@@ -358,13 +359,7 @@ async fn a_version_1_database_is_migrated_and_keeps_its_data() {
     );
     let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).expect(sql) };
     // Version 17 gave the span stored before it a run of its trace, and later spans got theirs.
-    assert_eq!(
-        count(
-            "SELECT COUNT(*) FROM spans s WHERE NOT EXISTS (SELECT 1 FROM trace_runs r
-                WHERE r.tn = s.tn AND s.seq BETWEEN r.first_seq AND r.last_seq)"
-        ),
-        0
-    );
+    assert_eq!(count(SPANS_OUTSIDE_THEIR_RUNS), 0);
     assert_eq!(
         count("SELECT COUNT(*) FROM trace_runs WHERE first_seq = 7 AND last_seq = 7"),
         1

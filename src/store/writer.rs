@@ -461,9 +461,8 @@ struct Pending {
     /// Trace numbers from here on were given by this transaction: their traces have no stored spans.
     new_traces_from: i64,
     /// The seq ranges this transaction gave each trace's spans, `(tn, first_seq, last_seq)`, for
-    /// `trace_runs`; `last_run` says which of them a trace's next span may extend.
+    /// `trace_runs`, in the order the seqs were given.
     runs: Vec<(i64, i64, i64)>,
-    last_run: HashMap<i64, usize>,
     next: Numbers,
 }
 
@@ -557,14 +556,12 @@ impl KnownSpans {
 }
 
 impl Pending {
-    /// Notes that trace `tn`'s span went to `seq`.
+    /// Notes that trace `tn`'s span went to `seq`. Seqs are given one after another, so only the last
+    /// run can go on: it does when it is this trace's.
     fn note_run(&mut self, tn: i64, seq: i64) {
-        match self.last_run.get(&tn) {
-            Some(&i) if self.runs[i].2 + 1 == seq => self.runs[i].2 = seq,
-            _ => {
-                self.last_run.insert(tn, self.runs.len());
-                self.runs.push((tn, seq, seq));
-            }
+        match self.runs.last_mut() {
+            Some(run) if run.0 == tn && run.2 + 1 == seq => run.2 = seq,
+            _ => self.runs.push((tn, seq, seq)),
         }
     }
 }
