@@ -1,16 +1,10 @@
 //! The `aotel` binary as a user runs it: defaults, refusals, and a graceful stop on SIGTERM.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 #[test]
 fn non_loopback_bind_is_refused_without_insecure() {
@@ -36,17 +30,23 @@ fn non_loopback_bind_is_refused_without_insecure() {
 fn sigterm_commits_and_exits_zero() {
     let dir = tempfile::tempdir().expect("tmp");
     let db = dir.path().join("nested/dir/aotel.db");
-    let (grpc, http, api) = (free_port(), free_port(), free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_aotel"))
-        .arg("serve")
-        .args(["--grpc", &format!("127.0.0.1:{grpc}")])
-        .args(["--http", &format!("127.0.0.1:{http}")])
-        .args(["--api", &format!("127.0.0.1:{api}")])
-        .env("AOTEL_DB", &db)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn aotel");
+    // Started again on other ports if another process takes one of them first; the log lines read below
+    // wait in the pipe meanwhile.
+    let (mut child, [grpc, http, api]) = common::spawn_on_free_ports(
+        "aotel",
+        |[grpc, http, api]| {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_aotel"));
+            c.arg("serve")
+                .args(["--grpc", &format!("127.0.0.1:{grpc}")])
+                .args(["--http", &format!("127.0.0.1:{http}")])
+                .args(["--api", &format!("127.0.0.1:{api}")])
+                .env("AOTEL_DB", &db)
+                .env("RUST_LOG", "info")
+                .stderr(Stdio::piped());
+            c
+        },
+        |[_, _, api]| common::answers_ready(api),
+    );
     let stderr = child.stderr.take().expect("stderr");
     let mut lines = BufReader::new(stderr).lines();
     let mut seen = Vec::new();

@@ -365,7 +365,7 @@ pub fn spawn_on_free_ports<const N: usize>(
 
 /// Whether `GET /readyz` on `port` answers 200. The listening sockets exist before the store is open
 /// (and before the attribute index has caught up after a crash); an answer means the server is serving.
-fn answers_ready(port: u16) -> bool {
+pub fn answers_ready(port: u16) -> bool {
     use std::io::{Read, Write};
     let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
         return false;
