@@ -156,6 +156,48 @@ async fn drive(grpc: u16, http: u16, o: &Opts, rate: Option<u64>, seq: &Arc<Atom
     total
 }
 
+/// The most the WAL held while it watched, sampled every 10 ms: how far the checkpoints fell behind. Read
+/// from the wal-index header in the `-shm` file (its `mxFrame` and page size, native byte order; see
+/// sqlite.org/walformat.html), since the WAL file itself keeps its size once it has grown.
+struct WalWatch {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl WalWatch {
+    fn start(db: &std::path::Path) -> WalWatch {
+        let shm = std::path::PathBuf::from(format!("{}-shm", db.display()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut most = 0;
+            while !flag.load(Ordering::Relaxed) {
+                most = most.max(wal_bytes(&shm).unwrap_or(0));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            most
+        });
+        WalWatch { stop, thread }
+    }
+
+    fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap_or(0)
+    }
+}
+
+fn wal_bytes(shm: &std::path::Path) -> Option<u64> {
+    use std::io::Read;
+    let mut head = [0u8; 24];
+    std::fs::File::open(shm).ok()?.read_exact(&mut head).ok()?;
+    let page = match u16::from_ne_bytes([head[14], head[15]]) {
+        1 => 65_536,
+        p => u64::from(p),
+    };
+    let frames = u64::from(u32::from_ne_bytes([head[16], head[17], head[18], head[19]]));
+    Some(frames * (page + 24))
+}
+
 fn wait_for_port(port: u16) -> bool {
     for _ in 0..200 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -378,9 +420,12 @@ fn main() {
         });
         settle();
         let before = Usage::now(pid);
+        let wal = WalWatch::start(&db);
         let mut max = rt.block_on(drive(grpc, http, &o, None, &seq));
+        let wal = wal.stop();
         report(&format!("aotel, max (ack after commit) #{round}"), &mut max);
         Usage::now(pid).since(&before, &max);
+        println!("  WAL at most {} MB", wal >> 20);
         acked += max.spans;
         aotel_rates.push(max.rate());
         if let Some(rate) = peer_rate {
