@@ -425,7 +425,7 @@ fn main() {
         let wal = wal.stop();
         report(&format!("aotel, max (ack after commit) #{round}"), &mut max);
         Usage::now(pid).since(&before, &max);
-        println!("  WAL at most {} MB", wal >> 20);
+        println!("  WAL at most {} MiB", wal >> 20);
         acked += max.spans;
         aotel_rates.push(max.rate());
         if let Some(rate) = peer_rate {
