@@ -14,13 +14,14 @@ pub(crate) use read::{spans_of_trace, spans_where, trace_number};
 /// SQL for "the spans of the traces numbered by `$tns`" (a literal subquery or `?N`, for
 /// `concat!`). Spans have no index by trace: each commit notes the seq ranges it gave each trace's
 /// spans in `trace_runs` (schema version 17), one row per trace per commit where an index entry per
-/// span cost the writer a fifth of its work. A replaced copy leaves its old range for a new one, so a
-/// range is checked against each row's `tn`.
+/// span cost the writer a fifth of its work. A range holds only its trace's spans: seqs are given in
+/// order and never again, a run grows only by the next seq, and a replaced copy moves to a new seq of
+/// its own trace's run, leaving a gap in the old range. So the subquery reads no span's columns.
 macro_rules! runs_spans {
     ($tns:literal) => {
         concat!(
             "seq IN (SELECT s.seq FROM trace_runs r JOIN spans s
-                ON s.seq BETWEEN r.first_seq AND r.last_seq AND s.tn = r.tn
+                ON s.seq BETWEEN r.first_seq AND r.last_seq
               WHERE r.tn IN ",
             $tns,
             ")"
