@@ -200,9 +200,11 @@ pub fn open(path: &Path, opts: &StoreOptions) -> Result<Store, StoreError> {
     // Checkpoints run on their own thread (below), so commits do not do that work; a transaction that
     // begins just as one has copied the whole WAL can still wait for its syncs (docs/PERFORMANCE.md).
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-    // When a checkpoint lets the WAL start over, a file larger than this is cut back. Under load the
-    // WAL stays below it (see `Checkpointer`), so commits overwrite blocks the file already has instead
-    // of growing it again after every cut; an idle store truncates it (also `Checkpointer`).
+    // When a checkpoint lets the WAL start over, the next commit cuts a file larger than this back.
+    // Below it, commits overwrite blocks the file already has instead of growing it again after every
+    // cut; an idle store truncates it (`Checkpointer`). The WAL passes it under sustained load, and
+    // the writer then waits for the truncate (8-68 ms); a larger limit was measured and not kept
+    // (docs/PERFORMANCE.md, fifteenth round).
     conn.pragma_update(None, "journal_size_limit", 4 * WAL_RESTART_BYTES)?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     let found = schema::version(&conn)?;
