@@ -34,13 +34,9 @@ fn sigterm_commits_and_exits_zero() {
     // wait in the pipe meanwhile.
     let (mut child, [grpc, http, api]) = common::spawn_on_free_ports(
         "aotel",
-        |[grpc, http, api]| {
-            let mut c = Command::new(env!("CARGO_BIN_EXE_aotel"));
-            c.arg("serve")
-                .args(["--grpc", &format!("127.0.0.1:{grpc}")])
-                .args(["--http", &format!("127.0.0.1:{http}")])
-                .args(["--api", &format!("127.0.0.1:{api}")])
-                .env("AOTEL_DB", &db)
+        |ports| {
+            let mut c = common::aotel_on(&["serve"], ports);
+            c.env("AOTEL_DB", &db)
                 .env("RUST_LOG", "info")
                 .stderr(Stdio::piped());
             c

@@ -306,16 +306,24 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// `aotel <first> --grpc … --http … --api …` on loopback `ports` (gRPC, HTTP, API), for
+/// `spawn_on_free_ports`; `first` is a subcommand or nothing.
+pub fn aotel_on(first: &[&str], [grpc, http, api]: [u16; 3]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_aotel"));
+    c.args(first)
+        .args(["--grpc", &format!("127.0.0.1:{grpc}")])
+        .args(["--http", &format!("127.0.0.1:{http}")])
+        .args(["--api", &format!("127.0.0.1:{api}")]);
+    c
+}
+
 /// Starts `aotel` with `args` (and `RUST_LOG=warn`) on free ports, once its API answers `/readyz`.
 pub fn spawn_aotel(args: &[&std::ffi::OsStr]) -> AotelProcess {
     let (child, [grpc, http, api]) = spawn_on_free_ports(
         "aotel",
-        |[grpc, http, api]| {
-            let mut c = Command::new(env!("CARGO_BIN_EXE_aotel"));
-            c.args(["--grpc", &format!("127.0.0.1:{grpc}")])
-                .args(["--http", &format!("127.0.0.1:{http}")])
-                .args(["--api", &format!("127.0.0.1:{api}")])
-                .args(args)
+        |ports| {
+            let mut c = aotel_on(&[], ports);
+            c.args(args)
                 .env("RUST_LOG", "warn")
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::inherit());
