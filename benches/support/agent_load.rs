@@ -6,6 +6,8 @@ use aotel::model::{ExportTraceServiceRequest, Resource, ResourceSpans, ScopeSpan
 /// A session-shaped request: an invoke_agent root and tool spans with ~256-byte arguments and results.
 /// Ids and the session key look random, as an OpenTelemetry SDK and an agent make them: ids that grow
 /// with `seq` would let every index keyed by them append at its end, which real traffic never does.
+/// Arguments and results are text as a coding agent's tools carry it (see `window`), because a store
+/// that compresses would make short work of a repeated letter.
 pub fn request(seq: u64, spans: usize) -> ExportTraceServiceRequest {
     let (hi, lo) = (splitmix(seq), splitmix(!seq));
     let mut trace_id = [0u8; 16];
@@ -38,9 +40,10 @@ pub fn request(seq: u64, spans: usize) -> ExportTraceServiceRequest {
         ],
         ..Default::default()
     });
-    let args = format!("{{\"command\":\"{}\"}}", "a".repeat(240));
-    let result = "r".repeat(256);
+    let texts = tool_texts();
     for i in 1..spans as u64 {
+        let pick = splitmix(hi ^ i) as usize;
+        let (args, result) = (&texts.0[pick % TEXTS], &texts.1[(pick >> 32) % TEXTS]);
         out.push(Span {
             trace_id: trace_id.to_vec(),
             span_id: span_id(i),
@@ -72,6 +75,47 @@ pub fn request(seq: u64, spans: usize) -> ExportTraceServiceRequest {
             ..Default::default()
         }],
     }
+}
+
+/// What a Bash tool is asked to run, what a file read returns, and what a command prints: this
+/// repository's own scripts, sources and README.
+const SHELL: &str = concat!(
+    include_str!("../../.ci/run"),
+    include_str!("../../scripts/perf/common.sh"),
+    include_str!("../../scripts/perf/walmap.sh"),
+    include_str!("../../scripts/perf/long-trace.sh"),
+);
+const CODE: &str = include_str!("../../src/store/writer.rs");
+const PROSE: &str = include_str!("../../README.md");
+
+/// How many distinct arguments and results the spans pick from: made once, so that the load generator
+/// spends no more per span than it did with fixed strings.
+const TEXTS: usize = 256;
+
+fn tool_texts() -> &'static (Vec<String>, Vec<String>) {
+    static TEXTS_MADE: std::sync::OnceLock<(Vec<String>, Vec<String>)> = std::sync::OnceLock::new();
+    TEXTS_MADE.get_or_init(|| {
+        let pick = |n: usize| splitmix(0x5eed ^ n as u64);
+        let args = (0..TEXTS)
+            .map(|n| serde_json::json!({ "command": window(SHELL, pick(n), 228) }).to_string())
+            .collect();
+        let results = (0..TEXTS)
+            .map(|n| window(if n % 2 == 0 { CODE } else { PROSE }, pick(n + TEXTS), 256))
+            .collect();
+        (args, results)
+    })
+}
+
+/// About `len` bytes of `text` from a place chosen by `pick`, cut at character boundaries.
+fn window(text: &str, pick: u64, len: usize) -> String {
+    let boundary = |mut i: usize| {
+        while !text.is_char_boundary(i) {
+            i -= 1;
+        }
+        i
+    };
+    let start = boundary(pick as usize % (text.len() - len));
+    text[start..boundary(start + len)].to_string()
 }
 
 /// SplitMix64: a bijection, so distinct inputs give distinct ids.
