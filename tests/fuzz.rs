@@ -16,7 +16,7 @@ use aotel::model::wire::Wire;
 use aotel::model::{attrs, facts, ExportLogsServiceRequest, ExportTraceServiceRequest, Span};
 use aotel::query::traceql;
 use aotel::receiver::{check_logs, check_traces};
-use aotel::store::{index, SpanSummary};
+use aotel::store::{body, index, SpanSummary};
 use prost::Message;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -529,10 +529,42 @@ fn in_place_agrees(data: &[u8], decoded: Option<&ExportTraceServiceRequest>) {
     );
 }
 
+/// What the store keeps of each accepted span, its bytes less the fields its columns hold
+/// (`store::body`), reads back as prost read the span, and so does the encoding put back together.
+fn stored_spans_read_back(data: &[u8], req: &ExportTraceServiceRequest) {
+    let spans = (req.resource_spans.iter())
+        .flat_map(|rs| &rs.scope_spans)
+        .flat_map(|ss| &ss.spans);
+    let Some(wire) = Wire::of(bytes::Bytes::copy_from_slice(data), spans.clone().count()) else {
+        return;
+    };
+    for (i, span) in spans.enumerate() {
+        let body = body::strip(wire.item(i).expect("every span has its bytes"));
+        let row = body::SpanRow {
+            trace_id: &span.trace_id,
+            span_id: &span.span_id,
+            parent_span_id: &span.parent_span_id,
+            name: &span.name,
+            kind: span.kind,
+            start_ns: span.start_time_unix_nano,
+            end_ns: span.end_time_unix_nano,
+            body: &body,
+        };
+        assert_eq!(&row.decode().expect("a stored body decodes"), span);
+        let mut whole = Vec::new();
+        row.encode(&mut whole);
+        assert_eq!(
+            &Span::decode(whole.as_slice()).expect("put back, it decodes"),
+            span
+        );
+    }
+}
+
 fn proto_traces(data: &[u8]) -> Verdict {
     let req = ExportTraceServiceRequest::decode(data).ok();
     in_place_agrees(data, req.as_ref());
     let req = req?;
+    stored_spans_read_back(data, &req);
     reencodes(&req);
     let spans = (req.resource_spans.iter())
         .flat_map(|rs| &rs.scope_spans)

@@ -387,7 +387,6 @@ async fn entries_in_blocks_answer_like_checking_every_span() {
 async fn answers_like_checking_every_span(batch_spans: u64) -> (i64, i64) {
     use aotel::query::search::{search, SearchParams};
     use aotel::store::index::attr_hash;
-    use prost::Message;
     let server = TestServer::start().await;
     // A small deterministic generator, so a failure can be replayed.
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -473,11 +472,13 @@ async fn answers_like_checking_every_span(batch_spans: u64) -> (i64, i64) {
     );
     // Every span, decoded: what a search must find, newest first.
     let mut all: Vec<(i64, i64, String, aotel::model::Span)> = c
-        .prepare("SELECT start_ns, seq, body FROM spans")
+        .prepare(&format!(
+            "SELECT start_ns, seq, {} FROM spans",
+            aotel::store::body::SPAN_COLUMNS
+        ))
         .and_then(|mut s| {
             s.query_map([], |r| {
-                let body: Vec<u8> = r.get(2)?;
-                let span = aotel::model::Span::decode(body.as_slice()).expect("decode");
+                let span = (aotel::store::body::SpanRow::read(r, 2)?.decode()).expect("decode");
                 Ok((r.get(0)?, r.get(1)?, hex(&span.trace_id), span))
             })?
             .collect()

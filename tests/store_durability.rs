@@ -4,6 +4,7 @@ mod common;
 
 use aotel::model::attrs::{kv_f64, kv_i64, kv_str};
 use aotel::model::{status, Span, Status};
+use aotel::store::body::{SpanRow, SPAN_COLUMNS};
 use aotel::store::schema;
 use common::TestServer;
 use prost::Message;
@@ -271,6 +272,60 @@ async fn interleaved_traces_continued_later_read_back_whole() {
 const SPANS_OUTSIDE_THEIR_RUNS: &str = "SELECT COUNT(*) FROM spans s WHERE NOT EXISTS
     (SELECT 1 FROM trace_runs r WHERE r.tn = s.tn AND s.seq BETWEEN r.first_seq AND r.last_seq)";
 
+/// A copy that differs from the stored span only in what the span's columns hold, which its stored
+/// body leaves out (name, kind, start, end, parent), replaces it: each change reads back, and the span
+/// is still stored once.
+#[tokio::test]
+async fn a_copy_changed_only_where_its_columns_hold_replaces_the_stored_one() {
+    let server = TestServer::start().await;
+    export(&server, vec![root_span(), tool_span(1, false)]).await;
+    let mut span = tool_span(1, false);
+    /// A change, the field of the API's span that shows it, and what that field must then say.
+    type Change = (fn(&mut Span), &'static str, Value);
+    let changes: [Change; 5] = [
+        (
+            |s| s.name = "execute_tool Read".into(),
+            "name",
+            "execute_tool Read".into(),
+        ),
+        (|s| s.kind = 3, "kind", 3.into()),
+        (
+            |s| s.start_time_unix_nano -= 5,
+            "start_unix_nano",
+            "1699999999999999996".into(),
+        ),
+        (
+            |s| s.end_time_unix_nano += 7,
+            "end_unix_nano",
+            "1700000002000000007".into(),
+        ),
+        (
+            |s| s.parent_span_id = vec![0xdd; 8],
+            "parent_span_id",
+            "dd".repeat(8).into(),
+        ),
+    ];
+    for (change, field, expected) in changes {
+        change(&mut span);
+        export(&server, vec![span.clone()]).await;
+        let trace = server
+            .get_json(&format!("/api/trace/{}", "11".repeat(16)))
+            .await;
+        let mut found = Vec::new();
+        let mut todo: Vec<&Value> = trace["spans"].as_array().expect("spans").iter().collect();
+        while let Some(s) = todo.pop() {
+            if s["span_id"] == "01".repeat(8) {
+                found.push(s);
+            }
+            todo.extend(s["children"].as_array().into_iter().flatten());
+        }
+        assert_eq!(found.len(), 1, "{field}: {trace}");
+        assert_eq!(found[0][field], expected, "{field}: {trace}");
+    }
+    assert_eq!(session(&server).await["spans"], 2);
+    server.stop().await;
+}
+
 async fn session_of(server: &TestServer, key: &str) -> Value {
     server.get_json(&format!("/api/sessions/{key}")).await["session"].clone()
 }
@@ -530,14 +585,18 @@ async fn every_span_of_a_mixed_batch_keeps_its_own_columns() {
     for span in &spans {
         let row: Row = c
             .query_row(
-                "SELECT parent_span_id, name, kind, start_ns, end_ns, status, operation, tool, model,
-                    input_tokens, cost_usd, body
-                 FROM spans WHERE trace_id = ?1 AND span_id = ?2",
+                &format!(
+                    "SELECT parent_span_id, name, kind, start_ns, end_ns, status, operation, tool, model,
+                        input_tokens, cost_usd, {SPAN_COLUMNS}
+                     FROM spans WHERE trace_id = ?1 AND span_id = ?2"
+                ),
                 rusqlite::params![span.trace_id, span.span_id],
                 |r| {
+                    let mut whole = Vec::new();
+                    SpanRow::read(r, 11)?.encode(&mut whole);
                     Ok((
                         r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?,
-                        r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?, r.get(11)?,
+                        r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?, whole,
                     ))
                 },
             )

@@ -8,6 +8,7 @@ use super::CommittedSeqs;
 use super::{ForwardConfig, Signal};
 use crate::metrics::label;
 use crate::model::time::now_ns;
+use crate::store::body::{SpanRow, SPAN_COLUMNS};
 use crate::store::{Reader, StoreError, Writer};
 use bytes::Bytes;
 use rusqlite::Connection;
@@ -130,17 +131,12 @@ pub fn read_batch(
 ) -> Result<Option<ReadBatch>, StoreError> {
     use rusqlite::types::Value;
     // Only these fixed fragments are ever put into the SQL text; every value is bound.
-    let (select, time_clause) = match signal {
-        Signal::Spans => (
-            "SELECT seq, resource_id, scope_id, body FROM spans WHERE ",
-            " AND start_ns >= ?",
-        ),
-        Signal::Logs => (
-            "SELECT seq, resource_id, scope_id, body FROM logs WHERE ",
-            " AND time_ns >= ?",
-        ),
+    let (table, columns, time_clause) = match signal {
+        Signal::Spans => ("spans", SPAN_COLUMNS, " AND start_ns >= ?"),
+        Signal::Logs => ("logs", "body", " AND time_ns >= ?"),
     };
-    let mut sql = format!("{select}seq > ?");
+    let mut sql =
+        format!("SELECT seq, resource_id, scope_id, {columns} FROM {table} WHERE seq > ?");
     let mut args: Vec<Value> = vec![after.into()];
     if let Some(since) = filter.since_ns {
         sql.push_str(time_clause);
@@ -159,10 +155,16 @@ pub fn read_batch(
     let mut groups = Groups::default();
     let (mut first, mut last, mut items, mut bytes) = (None, 0i64, 0usize, 0usize);
     let mut full = false;
+    let mut span = Vec::new();
     while let Some(row) = rows.next()? {
-        let body = row.get_ref(3)?.as_blob().map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Blob, Box::new(e))
-        })?;
+        let body = match signal {
+            Signal::Spans => {
+                span.clear();
+                SpanRow::read(row, 3)?.encode(&mut span);
+                &span[..]
+            }
+            Signal::Logs => row.get_ref(3)?.as_blob().map_err(rusqlite::Error::from)?,
+        };
         if items > 0 && bytes + body.len() + 16 > max_bytes {
             full = true;
             break;

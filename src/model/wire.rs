@@ -86,7 +86,8 @@ fn walk(buf: &[u8], range: Range<usize>, depth: u8, items: &mut Vec<Range<usize>
     Some(())
 }
 
-fn varint(buf: &[u8], at: &mut usize, end: usize) -> Option<u64> {
+/// A varint at `at` (moved past it), within `end`.
+pub(crate) fn varint(buf: &[u8], at: &mut usize, end: usize) -> Option<u64> {
     let mut value = 0u64;
     for shift in (0..64).step_by(7) {
         if *at >= end {

@@ -11,6 +11,7 @@
 
 use super::traceql::{Cond, Expr, Field, Literal, Op, Scope, SpanRef};
 use crate::model::{InstrumentationScope, Resource, Span};
+use crate::store::body::{SpanRow, SPAN_COLUMNS};
 use crate::store::index::{
     all_spans_hash, attr_hash, indexable, indexed_upto, service_hash, Postings, CHUNK_WINDOW_NS,
 };
@@ -378,7 +379,7 @@ pub fn search(c: &Connection, p: &SearchParams) -> Result<Outcome, StoreError> {
         p,
         n: &n,
         limit,
-        body_stmt: c.prepare_cached("SELECT body FROM spans WHERE seq = ?1")?,
+        span_stmt: c.prepare_cached(&format!("SELECT {SPAN_COLUMNS} FROM spans WHERE seq = ?1"))?,
         meta: MetaCache::default(),
         index: HashMap::new(),
         rejected: HashSet::new(),
@@ -539,7 +540,7 @@ struct Walk<'a> {
     p: &'a SearchParams,
     n: &'a Narrowing,
     limit: usize,
-    body_stmt: rusqlite::CachedStatement<'a>,
+    span_stmt: rusqlite::CachedStatement<'a>,
     meta: MetaCache,
     /// Position of each matched trace in `out.traces`.
     index: HashMap<Vec<u8>, usize>,
@@ -574,8 +575,9 @@ impl Walk<'_> {
             return Ok(true);
         }
         self.out.inspected += 1;
-        let body: Vec<u8> = self.body_stmt.query_row([cand.seq], |r| r.get(0))?;
-        let Ok(span) = Span::decode(body.as_slice()) else {
+        let decoded =
+            (self.span_stmt).query_row([cand.seq], |r| Ok(SpanRow::read(r, 0)?.decode()))?;
+        let Ok(span) = decoded else {
             return Ok(false);
         };
         let resource = self.meta.resource(self.c, cand.resource_id)?;
@@ -780,17 +782,19 @@ pub fn dependencies(
 /// The newest spans of a time range, decoded: where tag names and values are read from.
 pub fn recent(c: &Connection, lo: i64, hi: i64, n: usize) -> Result<Vec<Matched>, StoreError> {
     let seqs = newest_seqs(c, lo, hi, n)?;
-    let rows: Vec<(Vec<u8>, i64, i64)> = c
-        .prepare_cached(
-            "SELECT body, resource_id, scope_id FROM spans
-             WHERE seq IN (SELECT value FROM json_each(?1)) ORDER BY seq DESC",
-        )?
-        .query_map([seq_list(&seqs)], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+    let rows: Vec<(_, i64, i64)> = c
+        .prepare_cached(&format!(
+            "SELECT resource_id, scope_id, {SPAN_COLUMNS} FROM spans
+             WHERE seq IN (SELECT value FROM json_each(?1)) ORDER BY seq DESC"
+        ))?
+        .query_map([seq_list(&seqs)], |r| {
+            Ok((SpanRow::read(r, 2)?.decode(), r.get(0)?, r.get(1)?))
+        })?
         .collect::<rusqlite::Result<_>>()?;
     let mut meta = MetaCache::default();
     let mut out = Vec::with_capacity(rows.len());
-    for (body, rid, sid) in rows {
-        if let Ok(span) = Span::decode(body.as_slice()) {
+    for (span, rid, sid) in rows {
+        if let Ok(span) = span {
             out.push(Matched {
                 span,
                 resource: meta.resource(c, rid)?,

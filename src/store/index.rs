@@ -779,13 +779,15 @@ fn index_seqs(
 ) -> rusqlite::Result<()> {
     let mut entries: Vec<Entry> = Vec::new();
     let mut per_session = HashSet::default();
-    let mut stmt =
-        tx.prepare_cached("SELECT seq, service, body FROM spans WHERE seq > ?1 AND seq <= ?2")?;
+    let mut stmt = tx.prepare_cached(
+        "SELECT seq, service, body, start_ns FROM spans WHERE seq > ?1 AND seq <= ?2",
+    )?;
     let mut rows = stmt.query(params![after, upto])?;
     while let Some(r) = rows.next()? {
         let seq: i64 = r.get(0)?;
+        // Only the attributes are read from the body (which leaves the times to the columns).
         if let Ok(span) = Span::decode(r.get_ref(2)?.as_blob()?) {
-            let start = span.start_time_unix_nano as i64;
+            let start: i64 = r.get(3)?;
             let (all, session) = span_hashes(
                 &kv_refs(&span.attributes),
                 service_hash(r.get_ref(1)?.as_str()?),

@@ -1,5 +1,6 @@
 //! The embedded SQLite store: one writer thread that group-commits, read-only connections for queries.
 
+pub mod body;
 pub mod index;
 mod prepare;
 mod read;

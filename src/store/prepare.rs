@@ -45,7 +45,8 @@ pub(super) struct PreparedSpan {
     pub end_ns: u64,
     pub status: i32,
     pub facts: SpanFacts,
-    /// The encoded span: as received when it came as protobuf and was not truncated.
+    /// The encoded span (as received when it came as protobuf and was not truncated), less what
+    /// its columns hold (`store::body`).
     pub body: Bytes,
     /// Attribute index hashes (store::index).
     pub attr_hashes: Vec<i64>,
@@ -132,7 +133,7 @@ struct Shared<'a> {
     summaries: bool,
 }
 
-/// A span with valid ids, ready to bind; `body`: its stored encoding.
+/// A span with valid ids, ready to bind; `body`: its encoding (stored as `body::strip` leaves it).
 fn span_of(span: &SpanRef, shared: &Shared, body: Bytes) -> PreparedSpan {
     let facts = facts::facts_of(span, shared.resource, shared.service);
     let summary = (shared.summaries).then(|| Box::new(SpanSummary::new(0, span, &facts)));
@@ -148,7 +149,7 @@ fn span_of(span: &SpanRef, shared: &Shared, body: Bytes) -> PreparedSpan {
         end_ns: span.end_time_unix_nano,
         status: span.status_code,
         facts,
-        body,
+        body: super::body::strip(body),
         attr_hashes,
         session_hash,
         summary: Cell::new(summary),

@@ -7,7 +7,7 @@ use crate::model::{
     InstrumentationScope, LogRecord, Resource, ResourceLogs, ResourceSpans, ScopeLogs, ScopeSpans,
     Span,
 };
-use prost::Message;
+use prost::{DecodeError, Message};
 use rusqlite::{params_from_iter, Connection, OpenFlags, OptionalExtension, Row};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -254,16 +254,38 @@ struct Decoded<T> {
     scope_id: i64,
 }
 
+/// How a stored span or log record is read back: the columns it takes, after `seq, session, service,
+/// resource_id, scope_id`.
+trait Stored: Sized {
+    const COLUMNS: &'static str;
+    fn read(row: &Row, first: usize) -> rusqlite::Result<Result<Self, DecodeError>>;
+}
+
+impl Stored for Span {
+    const COLUMNS: &'static str = super::body::SPAN_COLUMNS;
+    fn read(row: &Row, first: usize) -> rusqlite::Result<Result<Self, DecodeError>> {
+        Ok(super::body::SpanRow::read(row, first)?.decode())
+    }
+}
+
+impl Stored for LogRecord {
+    const COLUMNS: &'static str = "body";
+    fn read(row: &Row, first: usize) -> rusqlite::Result<Result<Self, DecodeError>> {
+        Ok(LogRecord::decode(row.get_ref(first)?.as_blob()?))
+    }
+}
+
 /// Loads and decodes the rows of `table` (fixed: "spans" or "logs") matching a fixed SQL condition
 /// (never user text) with bound parameters. A body that does not decode is skipped with a warning.
-fn decoded_where<T: Message + Default, P: rusqlite::Params>(
+fn decoded_where<T: Stored, P: rusqlite::Params>(
     c: &Connection,
     table: &'static str,
     condition: &str,
     p: P,
 ) -> Result<Vec<Decoded<T>>, StoreError> {
     let mut stmt = c.prepare_cached(&format!(
-        "SELECT seq, session, service, resource_id, scope_id, body FROM {table} WHERE {condition}"
+        "SELECT seq, session, service, resource_id, scope_id, {} FROM {table} WHERE {condition}",
+        T::COLUMNS
     ))?;
     let raw = stmt
         .query_map(p, |r| {
@@ -273,14 +295,14 @@ fn decoded_where<T: Message + Default, P: rusqlite::Params>(
                 r.get::<_, String>(2)?,
                 r.get::<_, i64>(3)?,
                 r.get::<_, i64>(4)?,
-                r.get::<_, Vec<u8>>(5)?,
+                T::read(r, 5)?,
             ))
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let mut meta = MetaCache::default();
     let mut out = Vec::with_capacity(raw.len());
-    for (seq, session, service, resource_id, scope_id, body) in raw {
-        let Ok(item) = T::decode(body.as_slice()) else {
+    for (seq, session, service, resource_id, scope_id, item) in raw {
+        let Ok(item) = item else {
             tracing::warn!(seq, table, "stored row does not decode; skipped");
             continue;
         };

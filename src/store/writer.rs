@@ -1183,14 +1183,20 @@ fn previous_copy(
     tx.prepare_cached(
         "SELECT body, resource_id, scope_id, session, service, operation, tool, agent, model, flags, status,
             parent_span_id IS NULL, end_ns, input_tokens, output_tokens, cache_read_tokens,
-            cache_creation_tokens, cost_usd, name, seq, start_ns
+            cache_creation_tokens, cost_usd, name, seq, start_ns, kind, parent_span_id
          FROM spans WHERE seq = ?1 AND tn = ?2 AND span_id = ?3",
     )?
     .query_row(params![old_seq, at.tn, span.span_id], |r| {
         let old_body = r.get_ref(0)?.as_blob()?;
+        // The body leaves out what the columns hold (store::body), so those are compared too.
         let same = old_body == body
             && r.get::<_, i64>(1)? == at.resource_id
-            && r.get::<_, i64>(2)? == at.scope_id;
+            && r.get::<_, i64>(2)? == at.scope_id
+            && r.get_ref(18)?.as_str()? == span.name
+            && r.get::<_, i32>(21)? == span.kind
+            && r.get::<_, i64>(20)? == span.start_ns as i64
+            && r.get::<_, i64>(12)? == span.end_ns as i64
+            && r.get::<_, Option<[u8; 8]>>(22)? == span.parent_span_id;
         let service: String = r.get(4)?;
         let attr_hashes = if same {
             Vec::new()

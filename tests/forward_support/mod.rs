@@ -273,17 +273,19 @@ pub fn stored_spans(db: &Path) -> BTreeMap<(Vec<u8>, Vec<u8>), SpanRow> {
     c.busy_timeout(Duration::from_secs(10))
         .expect("busy timeout");
     let mut stmt = c
-        .prepare(
-            "SELECT s.body, r.body, sc.body FROM spans s JOIN resources r ON r.id = s.resource_id
-             JOIN scopes sc ON sc.id = s.scope_id",
-        )
+        .prepare(&format!(
+            "SELECT (SELECT body FROM resources WHERE id = resource_id),
+                (SELECT body FROM scopes WHERE id = scope_id), {}
+             FROM spans",
+            aotel::store::body::SPAN_COLUMNS
+        ))
         .expect("prepare");
     let rows = stmt
         .query_map([], |r| {
             Ok((
+                aotel::store::body::SpanRow::read(r, 2)?.decode(),
                 r.get::<_, Vec<u8>>(0)?,
                 r.get::<_, Vec<u8>>(1)?,
-                r.get::<_, Vec<u8>>(2)?,
             ))
         })
         .expect("query")
@@ -291,7 +293,7 @@ pub fn stored_spans(db: &Path) -> BTreeMap<(Vec<u8>, Vec<u8>), SpanRow> {
         .expect("rows");
     rows.into_iter()
         .map(|(s, r, sc)| {
-            let span = Span::decode(s.as_slice()).expect("span");
+            let span = s.expect("span");
             let key = (span.trace_id.clone(), span.span_id.clone());
             (
                 key,
