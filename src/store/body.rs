@@ -65,7 +65,9 @@ fn fields(buf: &[u8]) -> impl Iterator<Item = Option<(u32, std::ops::Range<usize
 /// what is left is one piece; anything it cannot read is kept whole (reading overrides those fields
 /// from the columns either way).
 pub fn strip(encoded: Bytes) -> Bytes {
-    let mut kept: Vec<std::ops::Range<usize>> = Vec::new();
+    // The usual case keeps one piece (`first`); `more` holds any later ones and allocates only then.
+    let mut first: Option<std::ops::Range<usize>> = None;
+    let mut more: Vec<std::ops::Range<usize>> = Vec::new();
     let mut readable = true;
     for field in fields(&encoded) {
         let Some((number, range)) = field else {
@@ -75,21 +77,29 @@ pub fn strip(encoded: Bytes) -> Bytes {
         if in_columns(number) {
             continue;
         }
-        match kept.last_mut() {
-            Some(last) if last.end == range.start => last.end = range.end,
-            _ => kept.push(range),
+        if let Some(last) = more.last_mut().or(first.as_mut()) {
+            if last.end == range.start {
+                last.end = range.end;
+                continue;
+            }
+        }
+        if first.is_none() {
+            first = Some(range);
+        } else {
+            more.push(range);
         }
     }
     if !readable {
         return encoded;
     }
-    match kept.as_slice() {
-        [] => Bytes::new(),
-        [one] => encoded.slice(one.clone()),
-        pieces => {
-            let mut out = Vec::with_capacity(pieces.iter().map(|r| r.len()).sum());
-            for r in pieces {
-                out.extend_from_slice(&encoded[r.clone()]);
+    match first {
+        None => Bytes::new(),
+        Some(one) if more.is_empty() => encoded.slice(one),
+        Some(one) => {
+            let mut out =
+                Vec::with_capacity(one.len() + more.iter().map(|r| r.len()).sum::<usize>());
+            for r in std::iter::once(one).chain(more) {
+                out.extend_from_slice(&encoded[r]);
             }
             Bytes::from(out)
         }
