@@ -719,8 +719,8 @@ async fn protobuf_spans_are_stored_as_received() {
 
 /// What the store reads in place (`model::view`) it reads as prost does, and what that walk declines
 /// (a field given twice, a group, deep nesting) prost still reads: over HTTP and gRPC, such spans are
-/// stored with prost's reading of them, as received. A string that is not UTF-8 deep in a span is
-/// refused as malformed, with nothing of the request kept.
+/// stored as received (less the fields their columns hold) and read back as prost reads them. A
+/// string that is not UTF-8 deep in a span is refused as malformed, with nothing of the request kept.
 #[tokio::test]
 async fn spans_the_walk_in_place_declines_are_read_by_prost() {
     let server = TestServer::start().await;
