@@ -54,40 +54,74 @@ impl Wire {
 
 /// Depth 0: the request, 1: a resource entry, 2: a scope entry, whose field 2 entries are the items.
 fn walk(buf: &[u8], range: Range<usize>, depth: u8, items: &mut Vec<Range<usize>>) -> Option<()> {
-    let mut at = range.start;
-    while at < range.end {
-        let tag = varint(buf, &mut at, range.end)?;
-        let (field, kind) = (tag >> 3, tag & 7);
-        match kind {
-            0 => {
-                varint(buf, &mut at, range.end)?;
+    for field in fields(buf, range) {
+        let field = field?;
+        if let Some(inner) = field.inner {
+            match (depth, field.number) {
+                (0, 1) | (1, 2) => walk(buf, inner, depth + 1, items)?,
+                (2, 2) => items.push(inner),
+                _ => {}
             }
-            1 => at = at.checked_add(8)?,
-            5 => at = at.checked_add(4)?,
-            2 => {
-                let len = usize::try_from(varint(buf, &mut at, range.end)?).ok()?;
-                let inner = at..at.checked_add(len)?;
-                if inner.end > range.end {
-                    return None;
-                }
-                match (depth, field) {
-                    (0, 1) | (1, 2) => walk(buf, inner.clone(), depth + 1, items)?,
-                    (2, 2) => items.push(inner.clone()),
-                    _ => {}
-                }
-                at = inner.end;
-            }
-            _ => return None,
-        }
-        if at > range.end {
-            return None;
         }
     }
     Some(())
 }
 
-/// A varint at `at` (moved past it), within `end`.
-pub(crate) fn varint(buf: &[u8], at: &mut usize, end: usize) -> Option<u64> {
+/// A field of an encoded message: its number, where it lies with its key, and for a length-delimited
+/// field where its contents lie.
+pub(crate) struct FieldAt {
+    pub number: u32,
+    pub whole: Range<usize>,
+    pub inner: Option<Range<usize>>,
+}
+
+/// The fields of the message in `buf[range]`, in order. An item is None where a field cannot be read
+/// (a group, a field running past the end), and nothing follows it.
+pub(crate) fn fields(
+    buf: &[u8],
+    range: Range<usize>,
+) -> impl Iterator<Item = Option<FieldAt>> + '_ {
+    let end = range.end;
+    let mut at = range.start;
+    std::iter::from_fn(move || {
+        if at >= end {
+            return None;
+        }
+        let start = at;
+        let field = (|| {
+            let tag = varint(buf, &mut at, end)?;
+            let mut inner = None;
+            match tag & 7 {
+                0 => {
+                    varint(buf, &mut at, end)?;
+                }
+                1 => at = at.checked_add(8)?,
+                5 => at = at.checked_add(4)?,
+                2 => {
+                    let len = usize::try_from(varint(buf, &mut at, end)?).ok()?;
+                    let contents = at..at.checked_add(len)?;
+                    at = contents.end;
+                    inner = Some(contents);
+                }
+                _ => return None,
+            }
+            if at > end {
+                return None;
+            }
+            Some(FieldAt {
+                number: u32::try_from(tag >> 3).ok()?,
+                whole: start..at,
+                inner,
+            })
+        })();
+        if field.is_none() {
+            at = end;
+        }
+        Some(field)
+    })
+}
+
+fn varint(buf: &[u8], at: &mut usize, end: usize) -> Option<u64> {
     let mut value = 0u64;
     for shift in (0..64).step_by(7) {
         if *at >= end {

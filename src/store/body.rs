@@ -7,7 +7,7 @@
 //! first, as every OpenTelemetry SDK encodes them: the body is then the tail of the received bytes.
 //! Bodies stored before (whole encodings) read the same: the columns hold the same values.
 
-use crate::model::wire::varint;
+use crate::model::wire::fields;
 use crate::model::Span;
 use bytes::Bytes;
 use prost::encoding::{encode_key, encode_varint, WireType};
@@ -33,34 +33,6 @@ fn in_columns(field: u32) -> bool {
     matches!(field, TRACE_ID | SPAN_ID | PARENT_SPAN_ID..=END)
 }
 
-/// The top-level fields of an encoded message: (field number, the field's bytes with its tag).
-/// None at the first thing it cannot read (a group, a truncated field).
-fn fields(buf: &[u8]) -> impl Iterator<Item = Option<(u32, std::ops::Range<usize>)>> + '_ {
-    let mut at = 0;
-    std::iter::from_fn(move || {
-        if at >= buf.len() {
-            return None;
-        }
-        let start = at;
-        let field = (|| {
-            let tag = varint(buf, &mut at, buf.len())?;
-            let skip = match tag & 7 {
-                0 => varint(buf, &mut at, buf.len()).map(|_| 0)?,
-                1 => 8,
-                2 => usize::try_from(varint(buf, &mut at, buf.len())?).ok()?,
-                5 => 4,
-                _ => return None,
-            };
-            at = at.checked_add(skip).filter(|&end| end <= buf.len())?;
-            Some((u32::try_from(tag >> 3).ok()?, start..at))
-        })();
-        if field.is_none() {
-            at = buf.len();
-        }
-        Some(field)
-    })
-}
-
 /// `encoded` (a whole span) without the fields its columns hold. It shares `encoded`'s buffer when
 /// what is left is one piece; anything it cannot read is kept whole (reading overrides those fields
 /// from the columns either way).
@@ -69,14 +41,15 @@ pub fn strip(encoded: Bytes) -> Bytes {
     let mut first: Option<std::ops::Range<usize>> = None;
     let mut more: Vec<std::ops::Range<usize>> = Vec::new();
     let mut readable = true;
-    for field in fields(&encoded) {
-        let Some((number, range)) = field else {
+    for field in fields(&encoded, 0..encoded.len()) {
+        let Some(field) = field else {
             readable = false;
             break;
         };
-        if in_columns(number) {
+        if in_columns(field.number) {
             continue;
         }
+        let range = field.whole;
         if let Some(last) = more.last_mut().or(first.as_mut()) {
             if last.end == range.start {
                 last.end = range.end;
@@ -156,17 +129,17 @@ impl<'r> SpanRow<'r> {
     /// Appends the span's whole encoding to `out`: the received bytes again where they came as an SDK
     /// encodes them (fields in order, none given twice). A body stored whole is appended as it is.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        let first = fields(self.body).next().flatten();
-        if matches!(first, Some((TRACE_ID, _))) {
+        let first = fields(self.body, 0..self.body.len()).next().flatten();
+        if first.as_ref().is_some_and(|f| f.number == TRACE_ID) {
             out.extend_from_slice(self.body);
             return;
         }
         put_bytes(TRACE_ID, self.trace_id, out);
         put_bytes(SPAN_ID, self.span_id, out);
         let mut rest = self.body;
-        if let Some((TRACE_STATE, state)) = first {
-            out.extend_from_slice(&rest[state.clone()]);
-            rest = &rest[state.end..];
+        if let Some(state) = first.filter(|f| f.number == TRACE_STATE) {
+            out.extend_from_slice(&rest[state.whole.clone()]);
+            rest = &rest[state.whole.end..];
         }
         put_bytes(PARENT_SPAN_ID, self.parent_span_id, out);
         put_bytes(NAME, self.name.as_bytes(), out);
