@@ -414,7 +414,7 @@ mod tests {
     use super::*;
     use crate::live::protocol::SessionsFilter;
     use crate::model::attrs::kv_str;
-    use crate::model::{Batch, ResourceSpans, ScopeSpans, Span};
+    use crate::model::{Batch, Span};
 
     fn batch(n: u8) -> Batch {
         let span = Span {
@@ -429,17 +429,7 @@ mod tests {
             ],
             ..Default::default()
         };
-        Batch {
-            spans: vec![ResourceSpans {
-                scope_spans: vec![ScopeSpans {
-                    spans: vec![span],
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            logs: Vec::new(),
-            wire: None,
-        }
+        crate::ingest::spans::span_batch(Default::default(), Default::default(), vec![span])
     }
 
     #[tokio::test]

@@ -1502,28 +1502,17 @@ mod tests {
 
     /// A request with one span of session `key` in trace `trace`.
     fn job(key: &str, trace: u8) -> Job {
-        use crate::model::attrs::kv_str;
-        use crate::model::{ResourceSpans, ScopeSpans};
         let span = Span {
             trace_id: vec![trace; 16],
             span_id: vec![1; 8],
             name: "execute_tool Bash".into(),
             start_time_unix_nano: 1,
             end_time_unix_nano: 2,
-            attributes: vec![kv_str("gen_ai.conversation.id", key)],
+            attributes: vec![crate::model::attrs::kv_str("gen_ai.conversation.id", key)],
             ..Default::default()
         };
-        let batch = Batch {
-            spans: vec![ResourceSpans {
-                scope_spans: vec![ScopeSpans {
-                    spans: vec![span],
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            logs: Vec::new(),
-            wire: None,
-        };
+        let batch =
+            crate::ingest::spans::span_batch(Default::default(), Default::default(), vec![span]);
         Job {
             prepared: prepare(batch, usize::MAX, false, false),
             _room: Reservation::default(),
@@ -1534,7 +1523,7 @@ mod tests {
     #[test]
     fn requests_handed_over_during_a_commit_share_it() {
         let mut conn = Connection::open_in_memory().expect("db");
-        super::super::schema::migrate(&mut conn).expect("schema");
+        crate::store::schema::migrate(&mut conn).expect("schema");
         let mut state =
             WriterState::new(conn, Arc::new(Metrics::default()), u64::MAX).expect("state");
         let mut late = vec![job("late", 2)];
