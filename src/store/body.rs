@@ -2,9 +2,9 @@
 //! hold (trace and span id, parent, name, kind, start and end), which every span would otherwise
 //! store twice. Reading a span puts them back from the columns.
 //!
-//! Bytes written are what bounds the ingest rate here (docs/PERFORMANCE.md, sixteenth round), and
-//! those fields are ~77 of a typical tool span's ~830 bytes. Stripping costs nothing when they come
-//! first, as every OpenTelemetry SDK encodes them: the body is then the tail of the received bytes.
+//! Those fields are ~77 of a typical tool span's ~830 bytes, so the store is 5-11% smaller
+//! (docs/PERFORMANCE.md, sixteenth round). Stripping costs nothing when they come first, as every
+//! OpenTelemetry SDK encodes them: the body is then the tail of the received bytes.
 //! Bodies stored before (whole encodings) read the same: the columns hold the same values.
 
 use crate::model::wire::fields;
@@ -13,6 +13,7 @@ use bytes::Bytes;
 use prost::encoding::{encode_key, encode_varint, WireType};
 use prost::Message;
 use rusqlite::Row;
+use std::ops::Range;
 
 /// The columns a span is read back with, in this order, the body last (see `SpanRow::read`).
 pub const SPAN_COLUMNS: &str =
@@ -34,49 +35,45 @@ fn in_columns(field: u32) -> bool {
 }
 
 /// `encoded` (a whole span) without the fields its columns hold. It shares `encoded`'s buffer when
-/// what is left is one piece; anything it cannot read is kept whole (reading overrides those fields
-/// from the columns either way).
+/// what is left is one piece, as it is for every SDK's encoding; anything it cannot read is kept whole
+/// (reading overrides those fields from the columns either way).
 pub fn strip(encoded: Bytes) -> Bytes {
-    // The usual case keeps one piece (`first`); `more` holds any later ones and allocates only then.
-    let mut first: Option<std::ops::Range<usize>> = None;
-    let mut more: Vec<std::ops::Range<usize>> = Vec::new();
-    let mut readable = true;
-    for field in fields(&encoded, 0..encoded.len()) {
-        let Some(field) = field else {
-            readable = false;
-            break;
-        };
+    match one_piece(&encoded) {
+        Some(range) => encoded.slice(range),
+        None => gathered(&encoded),
+    }
+}
+
+/// Where the fields outside the columns lie, when they are one piece (an empty one if there are none).
+fn one_piece(buf: &[u8]) -> Option<Range<usize>> {
+    let mut kept: Option<Range<usize>> = None;
+    for field in fields(buf, 0..buf.len()) {
+        let field = field?;
         if in_columns(field.number) {
             continue;
         }
-        let range = field.whole;
-        if let Some(last) = more.last_mut().or(first.as_mut()) {
-            if last.end == range.start {
-                last.end = range.end;
-                continue;
-            }
-        }
-        if first.is_none() {
-            first = Some(range);
-        } else {
-            more.push(range);
+        match &mut kept {
+            None => kept = Some(field.whole),
+            Some(k) if k.end == field.whole.start => k.end = field.whole.end,
+            Some(_) => return None,
         }
     }
-    if !readable {
-        return encoded;
-    }
-    match first {
-        None => Bytes::new(),
-        Some(one) if more.is_empty() => encoded.slice(one),
-        Some(one) => {
-            let mut out =
-                Vec::with_capacity(one.len() + more.iter().map(|r| r.len()).sum::<usize>());
-            for r in std::iter::once(one).chain(more) {
-                out.extend_from_slice(&encoded[r]);
-            }
-            Bytes::from(out)
+    Some(kept.unwrap_or(0..0))
+}
+
+/// `strip` for fields in another order: the kept fields copied together; the whole body when a field
+/// cannot be read.
+fn gathered(encoded: &Bytes) -> Bytes {
+    let mut out = Vec::with_capacity(encoded.len());
+    for field in fields(encoded, 0..encoded.len()) {
+        let Some(field) = field else {
+            return encoded.clone();
+        };
+        if !in_columns(field.number) {
+            out.extend_from_slice(&encoded[field.whole]);
         }
     }
+    Bytes::from(out)
 }
 
 /// A span row's columns (`SPAN_COLUMNS`), borrowed from the row.
