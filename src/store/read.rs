@@ -254,14 +254,16 @@ struct Decoded<T> {
     scope_id: i64,
 }
 
-/// How a stored span or log record is read back: the columns it takes, after `seq, session, service,
-/// resource_id, scope_id`.
+/// How a stored span or log record is read back: its table, and the columns it takes after `seq,
+/// session, service, resource_id, scope_id`.
 trait Stored: Sized {
+    const TABLE: &'static str;
     const COLUMNS: &'static str;
     fn read(row: &Row, first: usize) -> rusqlite::Result<Result<Self, DecodeError>>;
 }
 
 impl Stored for Span {
+    const TABLE: &'static str = "spans";
     const COLUMNS: &'static str = super::body::SPAN_COLUMNS;
     fn read(row: &Row, first: usize) -> rusqlite::Result<Result<Self, DecodeError>> {
         Ok(super::body::SpanRow::read(row, first)?.decode())
@@ -269,23 +271,24 @@ impl Stored for Span {
 }
 
 impl Stored for LogRecord {
+    const TABLE: &'static str = "logs";
     const COLUMNS: &'static str = "body";
     fn read(row: &Row, first: usize) -> rusqlite::Result<Result<Self, DecodeError>> {
         Ok(LogRecord::decode(row.get_ref(first)?.as_blob()?))
     }
 }
 
-/// Loads and decodes the rows of `table` (fixed: "spans" or "logs") matching a fixed SQL condition
-/// (never user text) with bound parameters. A body that does not decode is skipped with a warning.
+/// Loads and decodes the rows of `T`'s table matching a fixed SQL condition (never user text) with
+/// bound parameters. A body that does not decode is skipped with a warning.
 fn decoded_where<T: Stored, P: rusqlite::Params>(
     c: &Connection,
-    table: &'static str,
     condition: &str,
     p: P,
 ) -> Result<Vec<Decoded<T>>, StoreError> {
     let mut stmt = c.prepare_cached(&format!(
-        "SELECT seq, session, service, resource_id, scope_id, {} FROM {table} WHERE {condition}",
-        T::COLUMNS
+        "SELECT seq, session, service, resource_id, scope_id, {} FROM {} WHERE {condition}",
+        T::COLUMNS,
+        T::TABLE
     ))?;
     let raw = stmt
         .query_map(p, |r| {
@@ -303,7 +306,7 @@ fn decoded_where<T: Stored, P: rusqlite::Params>(
     let mut out = Vec::with_capacity(raw.len());
     for (seq, session, service, resource_id, scope_id, item) in raw {
         let Ok(item) = item else {
-            tracing::warn!(seq, table, "stored row does not decode; skipped");
+            tracing::warn!(seq, table = T::TABLE, "stored row does not decode; skipped");
             continue;
         };
         out.push(Decoded {
@@ -345,7 +348,7 @@ pub(crate) fn spans_where<P: rusqlite::Params>(
     condition: &str,
     p: P,
 ) -> Result<Vec<StoredSpan>, StoreError> {
-    Ok(decoded_where::<Span, P>(c, "spans", condition, p)?
+    Ok(decoded_where::<Span, P>(c, condition, p)?
         .into_iter()
         .map(|d| StoredSpan {
             seq: d.seq,
@@ -365,7 +368,7 @@ pub(crate) fn logs_where<P: rusqlite::Params>(
     condition: &str,
     p: P,
 ) -> Result<Vec<StoredLog>, StoreError> {
-    Ok(decoded_where::<LogRecord, P>(c, "logs", condition, p)?
+    Ok(decoded_where::<LogRecord, P>(c, condition, p)?
         .into_iter()
         .map(|d| StoredLog {
             seq: d.seq,
