@@ -643,11 +643,12 @@ impl WriterState {
             let mut jobs = vec![first];
             let mut run_after = None;
             // The next queued request, while the commit has room and no task or stop is waiting. The
-            // commit asks again once it has written the rows it holds, so a request that arrived just
-            // after it began shares it instead of waiting for all of it and then for one of its own:
+            // commit asks before each round of rows it writes, until a round brings none, so a request
+            // that arrived just after it began shares it instead of waiting for all of it and then for
+            // one of its own:
             // under load commits grew from ~290 to ~460 spans, sharing the pages every commit rewrites
             // (docs/PERFORMANCE.md, seventeenth round).
-            let mut take = || -> Option<Job> {
+            let take = || -> Option<Job> {
                 if items >= GROUP_ITEMS || run_after.is_some() || stopping {
                     return None;
                 }
@@ -668,7 +669,6 @@ impl WriterState {
                     Err(_) => None,
                 }
             };
-            jobs.extend(std::iter::from_fn(&mut take));
             match self.commit(&mut jobs, take) {
                 Ok((receipts, committed)) => {
                     for (job, receipt) in jobs.into_iter().zip(receipts) {
@@ -803,16 +803,18 @@ impl WriterState {
             operations: &mut self.operations,
         };
         let mut done = 0;
-        while done < jobs.len() {
+        loop {
+            jobs.extend(std::iter::from_fn(&mut more));
+            if done == jobs.len() {
+                break;
+            }
             // A statement per round: the last row it keeps borrows from the jobs, which then grow.
             let mut insert_span = SpanInsert::new(&tx)?;
             for job in &jobs[done..] {
                 let receipt = caches.store(&tx, &mut insert_span, &job.prepared, &mut pending)?;
                 receipts.push(receipt);
             }
-            drop(insert_span);
             done = jobs.len();
-            jobs.extend(std::iter::from_fn(&mut more));
         }
         write_runs(&tx, &mut pending.runs)?;
         let next = pending.next;
