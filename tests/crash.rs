@@ -135,13 +135,12 @@ async fn acknowledged_spans_survive_sigkill() {
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))
             .expect("integrity_check");
         assert_eq!(integrity, "ok", "round {round}");
-        let mut stmt = conn
-            .prepare("SELECT COUNT(*) FROM spans WHERE trace_id = ?1")
-            .expect("prepare");
+        let counts = common::span_counts_by_trace(&conn);
         for n in &acked_now {
-            let count: i64 = stmt
-                .query_row([common::load_trace_id(0xc5, *n)], |r| r.get(0))
-                .expect("count");
+            let count = counts
+                .get(&common::load_trace_id(0xc5, *n))
+                .copied()
+                .unwrap_or(0);
             assert_eq!(
                 count, 50,
                 "round {round}: acknowledged request {n} has {count} of 50 spans"
@@ -178,7 +177,6 @@ async fn acknowledged_spans_survive_sigkill() {
             5 * spans,
             "round {round}: every span's entries are in the index"
         );
-        drop(stmt);
         drop(conn);
         if written == lines.len() {
             // The whole transcript has been appended across the kills: the watcher resumed each time.

@@ -176,10 +176,8 @@ async fn overload_gets_backpressure_bounded_memory_and_recovery() {
     let conn =
         rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .expect("open read-only");
-    let mut stmt = conn
-        .prepare("SELECT COUNT(*) FROM spans WHERE trace_id = ?1")
-        .expect("prepare");
-    let mut count = |n: u64| -> i64 { stmt.query_row([trace_id(n)], |r| r.get(0)).expect("count") };
+    let counts = common::span_counts_by_trace(&conn);
+    let count = |n: u64| -> i64 { counts.get(&trace_id(n)).copied().unwrap_or(0) };
     for &n in tally.acked.iter().chain([RECOVERY].iter()) {
         assert_eq!(
             count(n),

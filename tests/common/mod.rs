@@ -397,6 +397,20 @@ pub fn load_trace_id(tag: u8, n: u64) -> Vec<u8> {
     id
 }
 
+/// How many spans the store holds of each trace, read in one scan. The spans' trace id has no index of
+/// its own (reads reach a trace through `traces` and `trace_runs`), so a count per trace would scan the
+/// whole table each time: minutes for the thousands of requests a load test sends.
+pub fn span_counts_by_trace(
+    conn: &rusqlite::Connection,
+) -> std::collections::HashMap<Vec<u8>, i64> {
+    conn.prepare("SELECT trace_id, COUNT(*) FROM spans GROUP BY trace_id")
+        .expect("prepare")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("span counts")
+}
+
 /// One encoded OTLP request of `spans` Bash tool calls (the first one the parent of the rest) in trace
 /// `load_trace_id(tag, n)`, in session `{session}-{n % 7}`, each with `result_bytes` of output.
 pub fn load_request(tag: u8, n: u64, spans: u64, session: &str, result_bytes: usize) -> Vec<u8> {
